@@ -1,0 +1,24 @@
+"""Forward side effects, one module per external system.
+
+Each system module defines ``build(settings)``: its forward activities and their
+compensations (from ``compensations/<system>.py``), bound to their clients. Importing
+this package declares every action in the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from activities import inventory, notify, payments, tickets
+from saga import Settings
+
+SYSTEMS = (inventory, payments, tickets, notify)
+
+
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Every forward activity and compensation of every system, bound to its clients."""
+    acts: list[Callable[..., Any]] = []
+    for system in SYSTEMS:
+        acts += system.build(settings)
+    return acts

@@ -1,0 +1,139 @@
+"""`tickets.create`: open a Redmine issue; undone by closing it (or deleting it).
+
+Redmine has no idempotency keys. The ticket's description ends with the line
+``saga-key: <idempotency key>``, the issue id is written to the ledger as soon as
+Redmine answers, and a retry (a later attempt, or any attempt that finds an id in the
+ledger) first looks for the step's issue and adopts it instead of opening a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from compensations.tickets import (
+    HTTP_TIMEOUT,
+    CloseResult,
+    Redmine,
+    TicketCompensation,
+    TicketCompensations,
+    TicketInput,
+    TicketResult,
+    marker,
+)
+from saga import Settings, compensated_by, current_step
+
+__all__ = [
+    "CloseResult",
+    "Redmine",
+    "TicketActivities",
+    "TicketInput",
+    "TicketResult",
+    "build",
+    "marker",
+]
+
+
+class TicketActivities:
+    """Forward activities of the tickets system, bound to the Redmine client."""
+
+    def __init__(self, redmine: Redmine, default_project: str) -> None:
+        self.redmine = redmine
+        self.default_project = default_project
+
+    @compensated_by(
+        TicketCompensations.close_ticket,
+        # Redmine slows down badly under load: a longer budget than the default 5 tries.
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=10,
+        ),
+    )
+    @activity.defn
+    async def create_ticket(self, inp: TicketInput) -> TicketResult:
+        """Open a ticket in Redmine for people to act on (undone by closing it)."""
+        step = current_step()
+        line = marker(step.idempotency_key)
+        if step.attempt > 1 or step.recorded_external_id:
+            existing = await self.redmine.find(step.recorded_external_id, line)
+            if existing is not None:
+                activity.logger.info(
+                    "adopting issue %s of %s", existing["id"], step.idempotency_key
+                )
+                await step.record_external_id(str(existing["id"]))
+                return self._result(existing["id"])
+        issue: dict[str, Any] = {
+            "project_id": inp.project or self.default_project,
+            "subject": inp.subject,
+            "description": f"{inp.description.rstrip()}\n\n{line}" if inp.description else line,
+        }
+        if inp.priority:
+            issue["priority_id"] = await self._priority_id(inp.priority)
+        if inp.assignee:
+            issue["assigned_to_id"] = await self._user_id(inp.assignee)
+        body = await self.redmine.call("POST", "/issues.json", json={"issue": issue})
+        issue_id = (body or {}).get("issue", {}).get("id")
+        if issue_id is None:
+            raise RuntimeError("Redmine created the issue but did not say its id")
+        await step.record_external_id(str(issue_id))
+        return self._result(issue_id)
+
+    def _result(self, issue_id: Any) -> TicketResult:
+        return TicketResult(external_id=str(issue_id), url=self.redmine.issue_url(issue_id))
+
+    async def _priority_id(self, name: str) -> int:
+        body = await self.redmine.call("GET", "/enumerations/issue_priorities.json")
+        priorities = (body or {}).get("issue_priorities", [])
+        for p in priorities:
+            if str(p.get("name", "")).lower() == name.strip().lower():
+                return int(p["id"])
+        known = ", ".join(str(p.get("name")) for p in priorities)
+        raise ApplicationError(
+            f"unknown priority {name!r}; Redmine has: {known}",
+            type="TicketRejected",
+            non_retryable=True,
+        )
+
+    async def _user_id(self, who: str) -> int:
+        """The id of the active user whose login or full name is ``who``."""
+        wanted = who.strip().lower()
+        body = await self.redmine.call(
+            "GET", "/users.json", params=httpx.QueryParams(name=who.strip())
+        )
+        for user in (body or {}).get("users", []):
+            full = f"{user.get('firstname', '')} {user.get('lastname', '')}".strip().lower()
+            if wanted in (str(user.get("login", "")).lower(), full):
+                return int(user["id"])
+        raise ApplicationError(
+            f"unknown assignee {who!r}: no Redmine user has that login or name",
+            type="TicketRejected",
+            non_retryable=True,
+        )
+
+
+def build(settings: Settings) -> list[Callable[..., Any]]:
+    """The tickets system's activities, on the Redmine that `settings` names.
+
+    Without ``redmine_url`` and ``redmine_api_key`` the activities are still registered
+    and fail with a non-retryable ``TicketsNotConfigured`` error when a saga uses them.
+    """
+    mode = TicketCompensation(settings.ticket_compensation)
+    http = None
+    if settings.redmine_url and settings.redmine_api_key:
+        http = httpx.AsyncClient(
+            base_url=settings.redmine_url,
+            headers={"X-Redmine-API-Key": settings.redmine_api_key},
+            timeout=HTTP_TIMEOUT,
+        )
+    redmine = Redmine(http, settings.redmine_url or "")
+    forward = TicketActivities(redmine, settings.redmine_project)
+    undo = TicketCompensations(redmine, mode)
+    return [forward.create_ticket, undo.close_ticket]

@@ -1,0 +1,1 @@
+"""Compensations: the inverse of each forward activity, module by module."""

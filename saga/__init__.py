@@ -1,0 +1,146 @@
+"""Saga: durable plans of real-world actions that end fully done or fully undone.
+
+Names load on first use, so the command line starts without importing the agents SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from saga._catalog import (
+        ActionKind,
+        ActionSpec,
+        Catalog,
+        catalog,
+        compensated_by,
+        pivot,
+        read_only,
+    )
+    from saga._client import saga_state, start_saga, wait_saga
+    from saga._devserver import DevServer, free_port, temporal_binary, test_server_binary
+    from saga._errors import CatalogError, PlanRejected, SagaError, StepAlreadyCompensated
+    from saga._ledger import Ledger, StepSnapshot, make_engine, migrate
+    from saga._models import (
+        CompensationStatus,
+        OperatorAction,
+        Plan,
+        PlanOptions,
+        SagaInput,
+        SagaResult,
+        SagaStatus,
+        Step,
+        StepState,
+        StepStatus,
+    )
+    from saga._plan import validate_plan
+    from saga._settings import Settings
+    from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
+    from saga._worker import connect, create_worker, load_activities
+    from saga._workflow import SagaWorkflow
+
+_EXPORTS = {
+    "ActionKind": "saga._catalog",
+    "ActionSpec": "saga._catalog",
+    "Catalog": "saga._catalog",
+    "CatalogError": "saga._errors",
+    "CompensationStatus": "saga._models",
+    "DevServer": "saga._devserver",
+    "Faults": "saga._step",
+    "Ledger": "saga._ledger",
+    "LedgerInterceptor": "saga._step",
+    "OperatorAction": "saga._models",
+    "Plan": "saga._models",
+    "PlanOptions": "saga._models",
+    "PlanRejected": "saga._errors",
+    "SagaError": "saga._errors",
+    "SagaInput": "saga._models",
+    "SagaResult": "saga._models",
+    "SagaStatus": "saga._models",
+    "SagaWorkflow": "saga._workflow",
+    "Settings": "saga._settings",
+    "Step": "saga._models",
+    "StepAlreadyCompensated": "saga._errors",
+    "StepContext": "saga._step",
+    "StepSnapshot": "saga._ledger",
+    "StepState": "saga._models",
+    "StepStatus": "saga._models",
+    "catalog": "saga._catalog",
+    "compensated_by": "saga._catalog",
+    "connect": "saga._worker",
+    "create_worker": "saga._worker",
+    "current_step": "saga._step",
+    "free_port": "saga._devserver",
+    "idempotency_key": "saga._step",
+    "load_activities": "saga._worker",
+    "make_engine": "saga._ledger",
+    "migrate": "saga._ledger",
+    "pivot": "saga._catalog",
+    "read_only": "saga._catalog",
+    "saga_state": "saga._client",
+    "start_saga": "saga._client",
+    "temporal_binary": "saga._devserver",
+    "test_server_binary": "saga._devserver",
+    "validate_plan": "saga._plan",
+    "wait_saga": "saga._client",
+}
+
+__all__ = [
+    "ActionKind",
+    "ActionSpec",
+    "Catalog",
+    "CatalogError",
+    "CompensationStatus",
+    "DevServer",
+    "Faults",
+    "Ledger",
+    "LedgerInterceptor",
+    "OperatorAction",
+    "Plan",
+    "PlanOptions",
+    "PlanRejected",
+    "SagaError",
+    "SagaInput",
+    "SagaResult",
+    "SagaStatus",
+    "SagaWorkflow",
+    "Settings",
+    "Step",
+    "StepAlreadyCompensated",
+    "StepContext",
+    "StepSnapshot",
+    "StepState",
+    "StepStatus",
+    "catalog",
+    "compensated_by",
+    "connect",
+    "create_worker",
+    "current_step",
+    "free_port",
+    "idempotency_key",
+    "load_activities",
+    "make_engine",
+    "migrate",
+    "pivot",
+    "read_only",
+    "saga_state",
+    "start_saga",
+    "temporal_binary",
+    "test_server_binary",
+    "validate_plan",
+    "wait_saga",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saga' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,87 @@
+"""Operations on sagas shared by the CLI and the web app.
+
+They name the workflow, its query and its updates by string, so a command like
+`saga status` needs neither the workflow code nor the agents SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from saga._errors import SagaError
+from saga._models import SagaInput, SagaResult, SagaStatus
+from saga._settings import Settings
+
+WORKFLOW = "SagaWorkflow"
+STATE_QUERY = "state"
+
+
+async def connect_client(settings: Settings) -> Client:
+    """A light client for operating on sagas (no worker plugins); speaks pydantic."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def start_saga(
+    client: Client,
+    plan: Any,
+    *,
+    saga_id: str,
+    task_queue: str,
+    request: str | None = None,
+    input: SagaInput | None = None,
+) -> WorkflowHandle[Any, SagaResult]:
+    """Start a saga; a saga id runs once (re-using it is refused)."""
+    return await client.start_workflow(
+        WORKFLOW,
+        input or SagaInput(plan=plan, request=request),
+        id=saga_id,
+        task_queue=task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        result_type=SagaResult,
+    )
+
+
+async def saga_state(client: Client, saga_id: str) -> SagaResult:
+    """Live state of a running saga, or the final state of a closed one."""
+    handle = client.get_workflow_handle(saga_id, result_type=SagaResult)
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        raise SagaError(f"no saga {saga_id!r}: {exc.message}") from None
+    try:
+        state: SagaResult = await handle.query(STATE_QUERY, result_type=SagaResult)
+        return state
+    except Exception:
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            # Not picked up by a worker yet: nothing has run.
+            return SagaResult(saga_id=saga_id, status=SagaStatus.PENDING)
+        raise
+
+
+async def wait_saga(client: Client, saga_id: str) -> SagaResult:
+    """Wait until the saga closes and return its final state (cancelled ones too)."""
+    handle = client.get_workflow_handle(saga_id, result_type=SagaResult)
+    try:
+        result: SagaResult = await handle.result()
+        return result
+    except Exception:
+        desc = await handle.describe()
+        if desc.status == WorkflowExecutionStatus.CANCELED:
+            return await saga_state(client, saga_id)
+        raise
+
+
+async def update_saga(client: Client, saga_id: str, update: str, arg: Any) -> SagaResult:
+    """Run one of the saga's updates (approve, reject, edit_step, retry/resolve_compensation)."""
+    handle = client.get_workflow_handle(saga_id, result_type=SagaResult)
+    result: SagaResult = await handle.execute_update(update, arg, result_type=SagaResult)
+    return result

@@ -1,0 +1,104 @@
+"""`saga demo`: three order sagas and one planned request on the embedded dev stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from temporalio.client import Client
+
+from saga._client import saga_state, start_saga, wait_saga
+from saga._models import SagaResult, SagaStatus, StepStatus
+from saga._settings import Settings
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+REQUEST = "order 2 blue mugs for ana@example.com and charge her card"
+
+
+def _plan(name: str) -> Any:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def _stock(settings: Settings, sku: str) -> int | None:
+    from activities.inventory import make_engine, stock_of
+
+    engine = make_engine(settings.inventory_db_url())
+    try:
+        return stock_of(engine, sku)
+    finally:
+        engine.dispose()
+
+
+def _summary(result: SagaResult) -> str:
+    compensated = len(result.compensated_steps)
+    if result.status is SagaStatus.COMPLETED:
+        return "completed: every step done"
+    if result.status is SagaStatus.CANCELLED:
+        return f"cancelled: {compensated} steps compensated"
+    if result.status is SagaStatus.COMPENSATED:
+        return f"compensated: {compensated} steps undone ({result.error})"
+    return f"{result.status.value}: {result.error or ''}"
+
+
+async def run_demo(client: Client, settings: Settings, console: Console) -> int:
+    from saga._cli import render
+
+    queue = settings.task_queue
+    run = uuid.uuid4().hex[:6]
+    failures = 0
+
+    async def show(title: str, result: SagaResult, expected: SagaStatus) -> None:
+        nonlocal failures
+        console.rule(title)
+        console.print(render(result))
+        console.print(f"[bold]{_summary(result)}[/bold]")
+        for sku in ("mug-blue", "mug-red"):
+            console.print(f"  stock of {sku}: {await asyncio.to_thread(_stock, settings, sku)}")
+        if result.status is not expected:
+            failures += 1
+            console.print(f"[red]expected {expected.value}[/red]")
+
+    sid = f"order-{run}"
+    await start_saga(client, _plan("order.json"), saga_id=sid, task_queue=queue)
+    await show("1. an order that completes (examples/order.json)",
+               await wait_saga(client, sid), SagaStatus.COMPLETED)
+
+    sid = f"order-declined-{run}"
+    await start_saga(client, _plan("order_declined.json"), saga_id=sid, task_queue=queue)
+    await show("2. card 4000000000000002 is declined: the reservation is released",
+               await wait_saga(client, sid), SagaStatus.COMPENSATED)
+
+    sid = f"order-cancelled-{run}"
+    await start_saga(client, _plan("order_cancel.json"), saga_id=sid, task_queue=queue)
+    while True:
+        state = await saga_state(client, sid)
+        if any(s.id == "cooling-off" and s.status is StepStatus.RUNNING for s in state.steps):
+            break
+        if state.status.final:
+            break
+        await asyncio.sleep(0.2)
+    console.rule("3. cancelled midway, during its cooling-off wait")
+    console.print(render(state))
+    await client.get_workflow_handle(sid).cancel()
+    console.print("cancel requested")
+    await show("3. ... and unwound", await wait_saga(client, sid), SagaStatus.CANCELLED)
+
+    offline = not os.environ.get("OPENAI_API_KEY")
+    sid = f"request-{run}"
+    label = "offline planner, no OPENAI_API_KEY" if offline else "the configured model"
+    await start_saga(client, None, saga_id=sid, task_queue=queue, request=REQUEST)
+    result = await wait_saga(client, sid)
+    console.rule(f"4. a request in words, planned by the agent ({label})")
+    console.print(f"request: {REQUEST!r}")
+    console.print(f"planner: {result.planner}")
+    await show("4. planned and run", result, SagaStatus.COMPLETED)
+    mail = settings.data_dir / "mail"
+    console.rule("done")
+    console.print(f"emails delivered to the local SMTP server: {len(list(mail.glob('*.eml')))}"
+                  f" (saved in {mail})")
+    return 1 if failures else 0

@@ -1,0 +1,181 @@
+"""Plans, live state and results: the pydantic models that cross the workflow boundary."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saga._policy import Policy
+
+
+class PlanOptions(BaseModel):
+    """How the saga runs its plan."""
+
+    model_config = ConfigDict(extra="forbid")
+    parallel_compensation: bool = Field(
+        False,
+        description="Run the compensations of independent steps at the same time "
+        "instead of one by one in reverse order.",
+    )
+
+
+class Step(BaseModel):
+    """One step of a plan: an action from the catalog and its arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="Unique within the plan: [a-z0-9][a-z0-9_-]*, at most 64.")
+    action: str = Field(description="Catalog action, `system.verb`.")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Plan(BaseModel):
+    """An ordered list of steps; validated against the catalog before anything runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: list[Step]
+    options: PlanOptions = Field(default_factory=PlanOptions)
+
+
+class SagaInput(BaseModel):
+    """What starts a saga: a plan, or a request the planner agent turns into one.
+
+    ``plan`` stays raw so that a malformed plan is rejected with reasons, not crashed on.
+    """
+
+    plan: Any = None
+    request: str | None = None
+    policy: Policy = Field(default_factory=Policy)
+
+
+class SagaStatus(enum.StrEnum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    NEEDS_ATTENTION = "needs_attention"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = {
+    SagaStatus.COMPLETED,
+    SagaStatus.COMPENSATED,
+    SagaStatus.CANCELLED,
+    SagaStatus.REJECTED,
+}
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+class CompensationStatus(enum.StrEnum):
+    NONE = "none"
+    """Nothing registered (read-only, pivot, or the step never started)."""
+    REGISTERED = "registered"
+    RUNNING = "running"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+    """Its retry budget is spent; an operator must retry it or resolve it by hand."""
+    RESOLVED = "resolved"
+    """An operator marked it resolved by hand."""
+
+
+class ApprovalState(enum.StrEnum):
+    NOT_REQUIRED = "not_required"
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+
+
+class ApprovalDecision(BaseModel):
+    """A person's answer to a plan waiting for approval."""
+
+    plan_hash: str | None = Field(None, description="Hash of the plan the person saw.")
+    by: str | None = None
+    reason: str | None = None
+
+
+class StepEdit(BaseModel):
+    """Change one step's arguments while the plan waits for approval."""
+
+    plan_hash: str
+    step_id: str
+    args: dict[str, Any]
+
+
+class StepState(BaseModel):
+    """Live and final state of one step."""
+
+    id: str
+    action: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = StepStatus.PENDING
+    external_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    compensation: CompensationStatus = CompensationStatus.NONE
+    compensation_error: str | None = None
+    compensation_attempts: int = 0
+    operator_note: str | None = None
+
+
+class SagaResult(BaseModel):
+    """The saga's state: returned by the live-state query and as the workflow result."""
+
+    saga_id: str
+    status: SagaStatus
+    steps: list[StepState] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why the saga did not complete.")
+    problems: list[str] = Field(
+        default_factory=list, description="Why the plan was rejected, one per line."
+    )
+    request: str | None = None
+    options: PlanOptions = Field(default_factory=PlanOptions)
+    plan: Plan | None = None
+    plan_hash: str | None = None
+    planner: str | None = Field(None, description="Which planner wrote the plan, if any.")
+    approval: ApprovalState = ApprovalState.NOT_REQUIRED
+    approval_note: str | None = None
+
+    @property
+    def compensated_steps(self) -> list[StepState]:
+        return [s for s in self.steps if s.compensation == CompensationStatus.COMPENSATED]
+
+    @property
+    def stuck_steps(self) -> list[StepState]:
+        return [s for s in self.steps if s.compensation == CompensationStatus.FAILED]
+
+
+class OperatorAction(BaseModel):
+    """An operator's decision on a compensation that ran out of retries."""
+
+    step_id: str
+    note: str | None = None
+
+
+class SagaOutcome(BaseModel):
+    """What the workflow asks the ledger to record about the saga as a whole."""
+
+    saga_id: str
+    status: SagaStatus
+    error: str | None = None
+    request: str | None = None
+    plan: Any = None
+    at: datetime | None = None

@@ -1,0 +1,509 @@
+"""Reconciliation: the ledger against the world it claims to describe.
+
+:func:`reconcile` reads every step the ledger holds and every effect the external
+systems hold that carries a saga idempotency key (a PaymentIntent's metadata, a
+reservation row, the ``saga-key:`` line of a Redmine issue in the configured project),
+and reports where they disagree:
+
+* an effect with no ledger record: no step for its key, more than one effect for one
+  key, or an effect still standing whose step never succeeded;
+* a ledger record with no effect: a succeeded step whose external id the system does
+  not have;
+* an undo that did not hold: a compensated step whose effect still stands, or a
+  compensated or cancelled saga that left an effect standing;
+
+plus the sagas waiting for an operator (``needs_attention``). Sagas still running are
+listed, and their unfinished steps are not judged. The systems are reached only through
+settings; the report names them without credentials. The system modules are imported
+when :func:`reconcile` runs, so the engine does not depend on them at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from pydantic import BaseModel, Field, computed_field
+from rich.console import Console
+from rich.table import Table as RichTable
+from sqlalchemy import Table, create_engine, inspect, select
+from sqlalchemy.engine import make_url
+
+from saga._ledger import Ledger, SagaRecord, StepSnapshot
+from saga._settings import Settings
+
+PAYMENTS, INVENTORY, TICKETS = "payments", "inventory", "tickets"
+ACTIONS = {"payments.charge": PAYMENTS, "inventory.reserve": INVENTORY, "tickets.create": TICKETS}
+"""The compensable actions whose effects reconciliation can see, by system."""
+
+FINAL = frozenset({"completed", "compensated", "cancelled", "rejected"})
+UNDONE = frozenset({"compensated", "cancelled"})
+NEEDS_ATTENTION = "needs_attention"
+PAGE = 100
+READ_TRIES = 5
+
+
+class DriftKind(enum.StrEnum):
+    UNRECORDED_EFFECT = "unrecorded_effect"
+    """An effect carries an idempotency key the ledger has no step for."""
+    DUPLICATE_EFFECT = "duplicate_effect"
+    """More than one effect carries the same idempotency key: it happened twice."""
+    EFFECT_WITHOUT_SUCCESS = "effect_without_success"
+    """An effect stands, its step did not succeed, and its saga is over."""
+    MISSING_EFFECT = "missing_effect"
+    """A succeeded step's external id is unknown to its system."""
+    COMPENSATED_BUT_STANDING = "compensated_but_standing"
+    """The ledger says the step was compensated; its effect still stands."""
+    NOT_COMPENSATED = "not_compensated"
+    """The saga was compensated or cancelled; this step's effect stands, never undone."""
+
+
+class Drift(BaseModel):
+    """One disagreement between the ledger and a system."""
+
+    kind: DriftKind
+    system: str
+    idempotency_key: str
+    saga_id: str
+    step_id: str
+    external_id: str | None = Field(None, description="What the ledger or the system names.")
+    ledger: str = Field(description="What the ledger says, e.g. `succeeded, compensated`.")
+    found: str = Field(description="What the system holds, e.g. `pi_1 succeeded, refunded 0/1250`.")
+
+
+class StuckStep(BaseModel):
+    step_id: str
+    action: str
+    external_id: str | None
+
+
+class AttentionSaga(BaseModel):
+    """A saga whose compensation is out of retries and waits for an operator."""
+
+    saga_id: str
+    error: str | None
+    stuck_steps: list[StuckStep]
+
+
+class SystemCheck(BaseModel):
+    system: str
+    where: str = Field(description="Which system was read (no credentials).")
+    checked: bool
+    effects: int = Field(0, description="Effects found that carry a saga idempotency key.")
+    steps: int = Field(0, description="Ledger steps of this system.")
+    note: str | None = None
+
+
+class DriftReport(BaseModel):
+    """What :func:`reconcile` found; ``clean`` when the ledger and the world agree."""
+
+    checked_at: datetime
+    saga_prefix: str = Field("", description="Only sagas whose id starts with this.")
+    sagas: int
+    steps: int
+    systems: list[SystemCheck]
+    drift: list[Drift]
+    needs_attention: list[AttentionSaga]
+    in_flight: list[str] = Field(description="Sagas still running (not judged yet).")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def clean(self) -> bool:
+        """No drift (sagas needing attention are listed, not counted as drift)."""
+        return not self.drift
+
+    def of_kind(self, kind: DriftKind) -> list[Drift]:
+        return [d for d in self.drift if d.kind is kind]
+
+
+# -- what a system holds -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Effect:
+    system: str
+    key: str
+    external_id: str
+    standing: bool
+    """Still in force: money kept, stock held, ticket open."""
+    state: str
+
+
+@dataclass
+class Holdings:
+    """Effects found in one system: those with a saga key, and every one by id."""
+
+    check: SystemCheck
+    keyed: list[Effect] = field(default_factory=list)
+    by_id: dict[str, Effect] = field(default_factory=dict)
+
+
+def _where(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+async def _payments(settings: Settings, prefix: str) -> Holdings:
+    from compensations.payments import key_of, stripe_client
+
+    where = settings.stripe_api_base or "api.stripe.com"
+    client = stripe_client(settings)
+    refunded: dict[str, int] = defaultdict(int)
+    page: Any = await client.v1.refunds.list_async({"limit": PAGE})
+    async for refund in page.auto_paging_iter():
+        if refund.status != "failed" and refund.payment_intent:
+            refunded[str(refund.payment_intent)] += int(refund.amount)
+    held = Holdings(SystemCheck(system=PAYMENTS, where=where, checked=True))
+    page = await client.v1.payment_intents.list_async({"limit": PAGE})
+    async for pi in page.auto_paging_iter():
+        back = refunded.get(pi.id, 0)
+        standing = pi.status != "canceled" and not (pi.status == "succeeded" and back >= pi.amount)
+        state = f"{pi.id} {pi.status}, refunded {back}/{pi.amount}"
+        key = key_of(pi) or ""
+        effect = Effect(PAYMENTS, key, pi.id, standing, state)
+        held.by_id[pi.id] = effect
+        if key and key.startswith(prefix):
+            held.keyed.append(effect)
+    return held
+
+
+async def _inventory(settings: Settings, prefix: str) -> Holdings:
+    return await asyncio.to_thread(_read_inventory, settings, prefix)
+
+
+def _read_inventory(settings: Settings, prefix: str) -> Holdings:
+    from compensations.inventory import Reservation, ReservationStatus
+
+    url = settings.inventory_db_url()
+    held = Holdings(SystemCheck(system=INVENTORY, where=_where(url), checked=True))
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        held.check.checked = False
+        held.check.note = "no inventory database"
+        return held
+    engine = create_engine(url)
+    try:
+        rows: list[Any] = []
+        if inspect(engine).has_table(Reservation.__tablename__):
+            with engine.connect() as conn:
+                rows = list(conn.execute(select(cast(Table, Reservation.__table__))).all())
+    finally:
+        engine.dispose()
+    for row in rows:
+        standing = row.status == ReservationStatus.RESERVED.value
+        state = f"{row.id} {row.status} ({row.quantity} x {row.sku})"
+        effect = Effect(INVENTORY, row.idempotency_key, row.id, standing, state)
+        held.by_id[row.id] = effect
+        if row.idempotency_key.startswith(prefix):
+            held.keyed.append(effect)
+    return held
+
+
+class _Redmine:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.closed: set[int] = set()
+
+    async def get(self, path: str, params: Any = None) -> dict[str, Any] | None:
+        """One read; a 5xx or a lost connection is tried again (reads are safe to repeat)."""
+        for attempt in range(READ_TRIES):
+            try:
+                response = await self.http.get(path, params=params)
+            except httpx.TransportError:
+                if attempt == READ_TRIES - 1:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == READ_TRIES - 1:
+                    break
+            await asyncio.sleep(0.5 * 2**attempt)
+        if response.status_code in (403, 404):
+            return None
+        response.raise_for_status()
+        body = response.json()
+        return body if isinstance(body, dict) else None
+
+    async def load_statuses(self) -> None:
+        body = await self.get("/issue_statuses.json") or {}
+        self.closed = {int(s["id"]) for s in body.get("issue_statuses", []) if s.get("is_closed")}
+
+    def effect(self, issue: dict[str, Any], key: str) -> Effect:
+        status = issue.get("status") or {}
+        closed = bool(status.get("is_closed")) or int(status.get("id", 0)) in self.closed
+        state = f"issue {issue['id']} {status.get('name', '?')}"
+        return Effect(TICKETS, key, str(issue["id"]), not closed, state)
+
+
+def _markers(issue: dict[str, Any]) -> list[str]:
+    from compensations.tickets import MARKER_PREFIX
+
+    lines = str(issue.get("description") or "").splitlines()
+    return [ln.strip()[len(MARKER_PREFIX):].strip() for ln in lines
+            if ln.strip().startswith(MARKER_PREFIX)]
+
+
+async def _tickets(
+    settings: Settings, prefix: str
+) -> tuple[Holdings, _Redmine | None, httpx.AsyncClient | None]:
+    from compensations.tickets import HTTP_TIMEOUT, MARKER_PREFIX
+
+    if not (settings.redmine_url and settings.redmine_api_key):
+        check = SystemCheck(
+            system=TICKETS, where="-", checked=False, note="Redmine not configured"
+        )
+        return Holdings(check), None, None
+    where = f"{settings.redmine_url} project {settings.redmine_project}"
+    held = Holdings(SystemCheck(system=TICKETS, where=where, checked=True))
+    http = httpx.AsyncClient(
+        base_url=settings.redmine_url,
+        headers={"X-Redmine-API-Key": settings.redmine_api_key},
+        timeout=HTTP_TIMEOUT,
+    )
+    redmine = _Redmine(http)
+    await redmine.load_statuses()
+    offset = 0
+    while True:
+        body = await redmine.get(
+            "/issues.json",
+            httpx.QueryParams(
+                [
+                    ("project_id", settings.redmine_project),
+                    ("f[]", "status_id"),
+                    ("op[status_id]", "*"),
+                    ("f[]", "description"),
+                    ("op[description]", "~"),
+                    ("v[description][]", MARKER_PREFIX.strip()),
+                    ("sort", "id"),
+                    ("limit", PAGE),
+                    ("offset", offset),
+                ]
+            ),
+        )
+        if body is None:
+            held.check.checked = False
+            held.check.note = f"no project {settings.redmine_project!r} (or no access)"
+            break
+        issues = body.get("issues", [])
+        for issue in issues:
+            for key in _markers(issue):
+                effect = redmine.effect(issue, key)
+                held.by_id[effect.external_id] = effect
+                if key.startswith(prefix):
+                    held.keyed.append(effect)
+        offset += len(issues)
+        if not issues or offset >= int(body.get("total_count", 0)):
+            break
+    return held, redmine, http
+
+
+async def _lookup(system: str, external_id: str, ctx: Any) -> Effect | None:
+    """A recorded external id not among the listed effects, asked for directly."""
+    if system == PAYMENTS:
+        import stripe
+
+        from compensations.payments import key_of
+
+        client: stripe.StripeClient = ctx
+        try:
+            pi = await client.v1.payment_intents.retrieve_async(external_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return Effect(PAYMENTS, key_of(pi) or "", pi.id, pi.status != "canceled",
+                      f"{pi.id} {pi.status}")
+    if system == TICKETS and ctx is not None and external_id.isdigit():
+        redmine: _Redmine = ctx
+        body = await redmine.get(f"/issues/{external_id}.json")
+        issue = (body or {}).get("issue")
+        if isinstance(issue, dict):
+            keys = _markers(issue)
+            return redmine.effect(issue, keys[0] if keys else "")
+    return None
+
+
+# -- judging -----------------------------------------------------------------------------
+def _ledger_view(step: StepSnapshot) -> str:
+    return f"{step.status}, compensation {step.compensation_status}"
+
+
+def judge(
+    system: str,
+    steps: list[StepSnapshot],
+    held: Holdings,
+    saga_status: dict[str, str],
+) -> list[Drift]:
+    """The drift between one system's ledger steps and the effects it holds."""
+    drift: list[Drift] = []
+    by_key: dict[str, list[Effect]] = defaultdict(list)
+    for effect in held.keyed:
+        by_key[effect.key].append(effect)
+    step_of = {s.idempotency_key: s for s in steps}
+
+    def add(kind: DriftKind, key: str, ext: str | None, ledger: str, found: str) -> None:
+        saga_id, _, step_id = key.rpartition("/")
+        drift.append(Drift(kind=kind, system=system, idempotency_key=key, saga_id=saga_id,
+                           step_id=step_id, external_id=ext, ledger=ledger, found=found))
+
+    for key, effects in sorted(by_key.items()):
+        if len(effects) > 1:
+            add(DriftKind.DUPLICATE_EFFECT, key, ", ".join(e.external_id for e in effects),
+                _ledger_view(step_of[key]) if key in step_of else "no step",
+                "; ".join(e.state for e in effects))
+        if key not in step_of:
+            for e in effects:
+                add(DriftKind.UNRECORDED_EFFECT, key, e.external_id, "no step", e.state)
+
+    for step in steps:
+        key = step.idempotency_key
+        effects = list(by_key.get(key, []))
+        recorded = held.by_id.get(step.external_id or "")
+        if recorded is not None and recorded not in effects:
+            effects.append(recorded)
+        standing = [e for e in effects if e.standing]
+        status = saga_status.get(step.saga_id, "running")
+        view = _ledger_view(step)
+        if step.status == "succeeded" and recorded is None:
+            found = "; ".join(e.state for e in effects) or "nothing"
+            add(DriftKind.MISSING_EFFECT, key, step.external_id, view,
+                f"no {step.external_id or 'external id'} ({found})")
+        comp = step.compensation_status
+        if comp == "compensated":
+            for e in standing:
+                add(DriftKind.COMPENSATED_BUT_STANDING, key, e.external_id, view, e.state)
+            continue
+        if comp == "failed" or status not in FINAL:
+            continue  # waiting for an operator, resolved by hand, or still running
+        for e in standing:
+            if step.status != "succeeded":
+                add(DriftKind.EFFECT_WITHOUT_SUCCESS, key, e.external_id,
+                    f"{view}; saga {status}", e.state)
+            elif status in UNDONE:
+                add(DriftKind.NOT_COMPENSATED, key, e.external_id,
+                    f"{view}; saga {status}", e.state)
+    return drift
+
+
+# -- the whole reconciliation -----------------------------------------------------------
+def _read_ledger(settings: Settings) -> tuple[list[StepSnapshot], list[dict[str, Any]]]:
+    ledger = Ledger(settings.ledger_url())
+    try:
+        table = cast(Table, SagaRecord.__table__)
+        with ledger.engine.connect() as conn:
+            sagas = [dict(r._mapping) for r in conn.execute(select(table)).all()]
+        return ledger.all_steps(), sagas
+    finally:
+        ledger.close()
+
+
+async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport:
+    """Compare the ledger with Stripe, the inventory database and Redmine (if configured).
+
+    ``saga_prefix`` narrows both sides to sagas whose id starts with it (an environment's
+    or a test run's sagas on shared systems). Read-only towards the systems.
+    """
+    all_steps, all_sagas = await asyncio.to_thread(_read_ledger, settings)
+    steps = [s for s in all_steps if s.saga_id.startswith(saga_prefix)]
+    sagas = {str(s["saga_id"]): s for s in all_sagas if str(s["saga_id"]).startswith(saga_prefix)}
+    saga_status = {sid: str(s["status"]) for sid, s in sagas.items()}
+    by_system: dict[str, list[StepSnapshot]] = defaultdict(list)
+    for step in steps:
+        system = ACTIONS.get(step.action)
+        if system is not None:
+            by_system[system].append(step)
+
+    from compensations.payments import stripe_client
+
+    payments = await _payments(settings, saga_prefix)
+    inventory = await _inventory(settings, saga_prefix)
+    tickets, redmine, http = await _tickets(settings, saga_prefix)
+    contexts: dict[str, Any] = {PAYMENTS: stripe_client(settings), TICKETS: redmine}
+    drift: list[Drift] = []
+    checks: list[SystemCheck] = []
+    try:
+        for held in (payments, inventory, tickets):
+            system = held.check.system
+            mine = by_system[system]
+            held.check.steps = len(mine)
+            held.check.effects = len(held.keyed)
+            checks.append(held.check)
+            if not held.check.checked:
+                if mine:
+                    held.check.note = f"{held.check.note}; {len(mine)} ledger steps not verified"
+                continue
+            for step in mine:  # recorded ids the listing did not show (e.g. other project)
+                ext = step.external_id
+                if ext and ext not in held.by_id and step.status == "succeeded":
+                    found = await _lookup(system, ext, contexts.get(system))
+                    if found is not None:
+                        held.by_id[ext] = found
+            drift += judge(system, mine, held, saga_status)
+    finally:
+        if http is not None:
+            await http.aclose()
+
+    stuck_steps: dict[str, list[StuckStep]] = defaultdict(list)
+    for step in steps:
+        if step.compensation_status == "failed":
+            stuck_steps[step.saga_id].append(
+                StuckStep(step_id=step.step_id, action=step.action, external_id=step.external_id)
+            )
+    attention = [
+        AttentionSaga(saga_id=sid, error=s.get("error"), stuck_steps=stuck_steps.get(sid, []))
+        for sid, s in sorted(sagas.items())
+        if s["status"] == NEEDS_ATTENTION
+    ]
+    in_flight = sorted(
+        sid for sid, st in saga_status.items() if st not in FINAL and st != NEEDS_ATTENTION
+    )
+    return DriftReport(
+        checked_at=datetime.now(UTC),
+        saga_prefix=saga_prefix,
+        sagas=len(sagas),
+        steps=len(steps),
+        systems=checks,
+        drift=drift,
+        needs_attention=attention,
+        in_flight=in_flight,
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------
+def render(report: DriftReport, *, width: int = 140) -> str:
+    """The report as text tables (what `saga reconcile` prints)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    scope = f" (sagas {report.saga_prefix}*)" if report.saga_prefix else ""
+    verdict = "no drift" if report.clean else f"{len(report.drift)} drift"
+    console.print(
+        f"reconciled {report.sagas} sagas, {report.steps} steps{scope} at "
+        f"{report.checked_at:%Y-%m-%d %H:%M:%S} UTC: {verdict}, "
+        f"{len(report.needs_attention)} needing attention, {len(report.in_flight)} in flight"
+    )
+    systems = RichTable("system", "where", "checked", "ledger steps", "effects", "note",
+                        title="systems", title_justify="left")
+    for c in report.systems:
+        systems.add_row(c.system, c.where, "yes" if c.checked else "no", str(c.steps),
+                        str(c.effects), c.note or "")
+    console.print(systems)
+    if report.drift:
+        table = RichTable("kind", "system", "saga", "step", "external id", "ledger", "found",
+                          title="drift", title_justify="left")
+        for d in report.drift:
+            table.add_row(d.kind.value, d.system, d.saga_id, d.step_id, d.external_id or "-",
+                          d.ledger, d.found)
+        console.print(table)
+    if report.needs_attention:
+        table = RichTable("saga", "stuck steps", "error", title="needs attention",
+                          title_justify="left")
+        for a in report.needs_attention:
+            stuck = ", ".join(f"{s.step_id} ({s.action} {s.external_id or '-'})"
+                              for s in a.stuck_steps)
+            table.add_row(a.saga_id, stuck or "-", a.error or "")
+        console.print(table)
+    return buffer.getvalue()

@@ -1,0 +1,84 @@
+"""Configuration: one settings class, read from ``SAGA_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine, its CLI and its worker.
+
+    Each field reads the environment variable ``SAGA_<FIELD NAME>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SAGA_", extra="ignore")
+
+    temporal_address: str = Field(
+        "127.0.0.1:7233", description="host:port of the Temporal frontend."
+    )
+    namespace: str = Field("default", description="Temporal namespace.")
+    task_queue: str = Field("saga", description="Task queue the workers poll.")
+    data_dir: Path = Field(
+        Path(".saga"),
+        description="Where the embedded server's database and the SQLite files live.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the ledger; default: SQLite file in data_dir.",
+    )
+    max_steps: int = Field(20, description="Largest number of steps a plan may have.")
+    activities: str = Field(
+        "activities:build_activities",
+        description="`module:function` that returns the worker's activities, given settings.",
+    )
+    faults: str = Field(
+        "",
+        description="Test fault hooks: `action=N,...` drops the response of the first N "
+        "attempts of each step of that action after it took effect.",
+    )
+    # -- external systems (secrets live here only, never in workflow inputs) ----------
+    inventory_url: str | None = Field(
+        None, description="SQLAlchemy URL of the inventory database; default: SQLite in data_dir."
+    )
+    stripe_api_key: str = Field(
+        "sk_test_local", description="Stripe secret key (an sk_test_ key for test mode)."
+    )
+    stripe_api_base: str | None = Field(
+        None, description="Stripe API base URL; set it to a localstripe URL to run locally."
+    )
+    redmine_url: str | None = Field(None, description="Redmine base URL, e.g. http://host:3000.")
+    redmine_api_key: str | None = Field(None, description="Redmine REST API key.")
+    redmine_project: str = Field("ops", description="Redmine project identifier for tickets.")
+    ticket_compensation: str = Field(
+        "close", description="How tickets.create is undone: `close` (with a note) or `delete`."
+    )
+    smtp_host: str = Field("127.0.0.1", description="SMTP server host for notify.email.")
+    smtp_port: int = Field(8025, description="SMTP server port for notify.email.")
+    mail_from: str = Field("saga@localhost", description="Sender address of notify.email.")
+    otel_endpoint: str | None = Field(
+        None,
+        description="OTLP endpoint for OpenTelemetry traces of workflows and activities; "
+        "tracing is off when unset.",
+    )
+    policy_file: Path | None = Field(
+        None,
+        description="JSON file with the policy guardrails (allowed actions, amount limits, "
+        "currencies, max steps, when approval is needed); default: allow the catalog, "
+        "no approval.",
+    )
+    dev_server_port: int = Field(
+        7233, description="Port `saga dev` starts the embedded Temporal server on."
+    )
+
+    def inventory_db_url(self) -> str:
+        if self.inventory_url:
+            return self.inventory_url
+        return f"sqlite:///{(self.data_dir / 'inventory.db').resolve()}"
+
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"

@@ -1,0 +1,261 @@
+"""The mechanism under every action: ledger-backed, exactly-once step execution.
+
+A worker interceptor wraps each catalog activity. Forward steps: claim the idempotency
+key in the ledger; if the key already succeeded, return the recorded result without
+calling the action; otherwise call it, then record result and external id.
+Compensations: hand the compensation the forward result from the ledger when the
+workflow has none (the forward step's response was lost), then record the outcome.
+Actions read their step's identity with :func:`current_step`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from saga._catalog import ActionSpec, Catalog, catalog
+from saga._errors import SagaError, StepAlreadyCompensated
+from saga._ledger import Ledger, StepSnapshot
+
+COMPENSATE = ":compensate:"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Who the running action is, as the ledger knows it."""
+
+    saga_id: str
+    step_id: str
+    action: str
+    idempotency_key: str
+    """``<saga id>/<step id>``: the same for every attempt and for the compensation."""
+    attempt: int
+    compensating: bool
+    ledger: Ledger
+    recorded_external_id: str | None = None
+    """External id the ledger already holds for this step (from an earlier attempt that
+    called :meth:`record_external_id`, or the forward step's, when compensating)."""
+
+    async def record_external_id(self, external_id: str) -> None:
+        """Write the external id now, before the action returns (narrows lost responses)."""
+        await self.ledger.call(self.ledger.record_external_id, self.idempotency_key, external_id)
+
+
+_current: contextvars.ContextVar[StepContext] = contextvars.ContextVar("saga_step")
+
+
+def current_step() -> StepContext:
+    """The step the calling action runs for; only inside a saga activity."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise SagaError("current_step() called outside a saga step") from None
+
+
+def idempotency_key(saga_id: str, step_id: str) -> str:
+    return f"{saga_id}/{step_id}"
+
+
+class LostResponse(Exception):
+    """Injected by a fault hook: the action took effect, its response is dropped."""
+
+
+@dataclass
+class Faults:
+    """Fault hooks for tests: drop the response of an action's first attempt(s).
+
+    ``lose_response["payments.charge"] = 1`` makes the first attempt of every
+    ``payments.charge`` step take effect and then fail before the ledger records it,
+    exactly as if the worker died right after the external call.
+    """
+
+    lose_response: dict[str, int]
+
+    @classmethod
+    def parse(cls, text: str) -> Faults:
+        out: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            action, _, times = part.partition("=")
+            out[action] = int(times or 1)
+        return cls(lose_response=out)
+
+
+def _dump(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return value
+    return {"value": value}
+
+
+def _external_id(result: Any) -> str | None:
+    ext = getattr(result, "external_id", None)
+    if ext is None and isinstance(result, dict):
+        ext = result.get("external_id")
+    return None if ext is None else str(ext)
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(spec: ActionSpec) -> AsyncIterator[None]:
+    """Heartbeat while the action runs so a workflow cancel reaches it promptly."""
+    if spec.heartbeat_timeout is None:
+        yield
+        return
+    interval = max(spec.heartbeat_timeout.total_seconds() / 3, 0.1)
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+class _StepInbound(ActivityInboundInterceptor):
+    def __init__(
+        self, next: ActivityInboundInterceptor, ledger: Ledger, cat: Catalog, faults: Faults
+    ) -> None:
+        super().__init__(next)
+        self._ledger = ledger
+        self._catalog = cat
+        self._faults = faults
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        if info.is_local:
+            return await super().execute_activity(input)
+        spec = self._catalog.by_activity(info.activity_type)
+        if spec is None:
+            comp = self._compensation_spec(info.activity_type)
+            if comp is None:
+                return await super().execute_activity(input)
+            return await self._compensate(comp, input)
+        return await self._forward(spec, input)
+
+    def _context(
+        self, spec: ActionSpec, step_id: str, compensating: bool, row: StepSnapshot | None
+    ) -> StepContext:
+        info = activity.info()
+        saga_id = info.workflow_id or ""
+        return StepContext(
+            saga_id=saga_id,
+            step_id=step_id,
+            action=spec.name,
+            idempotency_key=idempotency_key(saga_id, step_id),
+            attempt=info.attempt,
+            compensating=compensating,
+            ledger=self._ledger,
+            recorded_external_id=row.external_id if row is not None else None,
+        )
+
+    def _compensation_spec(self, activity_type: str) -> ActionSpec | None:
+        for spec in self._catalog:
+            if spec.compensation == activity_type:
+                return spec
+        return None
+
+    async def _forward(self, spec: ActionSpec, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        saga_id, step_id = info.workflow_id or "", info.activity_id
+        key = idempotency_key(saga_id, step_id)
+        try:
+            prior = await self._ledger.call(
+                self._ledger.begin_step, key, saga_id, step_id, spec.name, info.attempt
+            )
+        except StepAlreadyCompensated as exc:
+            raise ApplicationError(
+                str(exc), type="StepAlreadyCompensated", non_retryable=True
+            ) from None
+        if prior is not None and prior.status == "succeeded":
+            activity.logger.info("step %s already succeeded; returning recorded result", key)
+            if spec.output_model is not None and prior.result is not None:
+                return spec.output_model.model_validate(prior.result)
+            return prior.result
+        ctx = self._context(spec, step_id, False, prior)
+        token = _current.set(ctx)
+        try:
+            async with _heartbeating(spec):
+                result = await super().execute_activity(input)
+            if self._faults.lose_response.get(spec.name, 0) >= info.attempt:
+                raise LostResponse(f"injected fault: response of {key} lost")
+        except BaseException as exc:
+            if not isinstance(exc, LostResponse):
+                await asyncio.shield(self._ledger.call(self._ledger.fail_step, key, _message(exc)))
+            raise
+        finally:
+            _current.reset(token)
+        await self._ledger.call(self._ledger.finish_step, key, _dump(result), _external_id(result))
+        return result
+
+    async def _compensate(self, spec: ActionSpec, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        saga_id = info.workflow_id or ""
+        step_id = info.activity_id.split(COMPENSATE, 1)[0]
+        key = idempotency_key(saga_id, step_id)
+        record = await self._ledger.call(self._ledger.begin_compensation, key)
+        args = list(input.args)
+        if (
+            len(args) == 2
+            and args[1] is None
+            and record is not None
+            and record.result is not None
+            and spec.output_model is not None
+        ):
+            args[1] = spec.output_model.model_validate(record.result)
+            input.args = args
+        ctx = self._context(spec, step_id, True, record)
+        token = _current.set(ctx)
+        try:
+            result = await super().execute_activity(input)
+        except BaseException as exc:
+            await asyncio.shield(
+                self._ledger.call(
+                    self._ledger.finish_compensation, key, "failed", None, _message(exc)
+                )
+            )
+            raise
+        finally:
+            _current.reset(token)
+        await self._ledger.call(
+            self._ledger.finish_compensation, key, "compensated", _dump(result), None
+        )
+        return result
+
+
+class LedgerInterceptor(Interceptor):
+    """Worker interceptor that puts every catalog activity on the ledger."""
+
+    def __init__(
+        self, ledger: Ledger, cat: Catalog = catalog, faults: Faults | None = None
+    ) -> None:
+        self._ledger = ledger
+        self._catalog = cat
+        self._faults = faults or Faults({})
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _StepInbound(next, self._ledger, self._catalog, self._faults)

@@ -1,0 +1,124 @@
+"""Client and worker assembly: the agents plugin, the ledger interceptor, the activities.
+
+The OpenAI Agents plugin rides on the client: it makes every model call of the planner a
+Temporal activity, registers those activities on the worker, and installs its own
+pydantic-capable payload converter (so no other converter is given here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.converter import DataConverter, DefaultPayloadConverter
+from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from saga._agent_settings import AgentSettings, agents_plugin
+from saga._ledger import Ledger
+from saga._models import SagaOutcome
+from saga._settings import Settings
+from saga._step import Faults, LedgerInterceptor
+from saga._tracing import tracing_interceptors, worker_tracing_interceptors
+from saga._workflow import RECORD_SAGA, SagaWorkflow
+
+
+class LedgerActivities:
+    """The saga's own bookkeeping, run as a local activity."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    @activity.defn(name=RECORD_SAGA)
+    async def record_saga_outcome(self, outcome: SagaOutcome) -> None:
+        await self._ledger.call(
+            functools.partial(
+                self._ledger.record_saga,
+                outcome.saga_id,
+                outcome.status.value,
+                error=outcome.error,
+                request=outcome.request,
+                plan=outcome.plan,
+            )
+        )
+
+
+async def connect(
+    settings: Settings | None = None, agent_settings: AgentSettings | None = None
+) -> Client:
+    """A Temporal client with the agents plugin (and its pydantic payload converter)."""
+    settings = settings or Settings()
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        plugins=[agents_plugin(agent_settings)],
+        interceptors=tracing_interceptors(settings),
+    )
+
+
+def with_agents_plugin(client: Client, agent_settings: AgentSettings | None = None) -> Client:
+    """``client`` itself when it has the agents plugin; else a copy that has it.
+
+    The copy shares the connection. A converter other than the plugin's (for instance
+    temporalio's pydantic one) is swapped for the plugin's, which also speaks pydantic;
+    codecs and failure converters are kept.
+    """
+    config = client.config()
+    if any(isinstance(p, OpenAIAgentsPlugin) for p in config["plugins"]):
+        return client
+    converter: DataConverter = config["data_converter"]
+    if not issubclass(converter.payload_converter_class, OpenAIPayloadConverter):
+        converter = dataclasses.replace(converter, payload_converter_class=DefaultPayloadConverter)
+    config["data_converter"] = converter
+    config["plugins"] = [*config["plugins"], agents_plugin(agent_settings)]
+    return Client(**config)
+
+
+def load_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Import the configured `module:function` and ask it for the activities."""
+    module_name, _, func_name = settings.activities.partition(":")
+    build = getattr(importlib.import_module(module_name), func_name or "build_activities")
+    return list(build(settings))
+
+
+def create_worker(
+    client: Client,
+    settings: Settings,
+    ledger: Ledger,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    *,
+    workflows: bool = True,
+    agent_settings: AgentSettings | None = None,
+    **worker_options: Any,
+) -> Worker:
+    """A worker for the saga workflow, the catalog's activities, the ledger and the model.
+
+    The model activities come from the client's agents plugin; a client without one gets
+    it here (configured by ``agent_settings``, default: the environment).
+    """
+    acts = list(load_activities(settings) if activities is None else activities)
+    acts.append(LedgerActivities(ledger).record_saga_outcome)
+    return Worker(
+        with_agents_plugin(client, agent_settings),
+        task_queue=settings.task_queue,
+        workflows=[SagaWorkflow] if workflows else [],
+        activities=acts,
+        interceptors=[
+            # Tracing first, so an activity's span includes its ledger writes.
+            *worker_tracing_interceptors(client, settings),
+            LedgerInterceptor(ledger, faults=Faults.parse(settings.faults)),
+        ],
+        activity_executor=ThreadPoolExecutor(8),
+        workflow_runner=SandboxedWorkflowRunner(
+            # The catalog is process-wide: the workflow must see the worker's own copy.
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
+        ),
+        **worker_options,
+    )

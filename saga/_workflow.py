@@ -1,0 +1,412 @@
+"""SagaWorkflow: run a validated plan; on failure or cancellation, undo in reverse order.
+
+Each compensable step registers its compensation *before* its activity is scheduled,
+so a step that took effect and then failed, timed out or was cancelled is undone too.
+Compensation runs in a task shielded from workflow cancellation: a cancel that arrives
+mid-compensation cannot stop the unwinding, and the saga still closes as CANCELED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from saga._agent import plan_with_agent
+    from saga._catalog import WAIT, ActionKind, ActionSpec, catalog
+    from saga._errors import PlanRejected
+    from saga._models import (
+        ApprovalDecision,
+        ApprovalState,
+        CompensationStatus,
+        OperatorAction,
+        Plan,
+        PlanOptions,
+        SagaInput,
+        SagaOutcome,
+        SagaResult,
+        SagaStatus,
+        StepEdit,
+        StepState,
+        StepStatus,
+    )
+    from saga._plan import MAX_STEPS, validate_plan
+    from saga._policy import check_policy, needs_approval, plan_hash
+    from saga._step import COMPENSATE
+
+RECORD_SAGA = "record_saga_outcome"
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost useful message of an activity failure."""
+    while isinstance(exc, ActivityError) and exc.cause is not None:
+        exc = exc.cause
+    if isinstance(exc, ApplicationError):
+        kind = f"{exc.type}: " if exc.type else ""
+        return f"{kind}{exc.message}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({exc.type.name if exc.type else 'timeout'})"
+    if isinstance(exc, CancelledError | asyncio.CancelledError):
+        return "cancelled"
+    return str(exc) or type(exc).__name__
+
+
+@workflow.defn
+class SagaWorkflow:
+    @workflow.init
+    def __init__(self, inp: SagaInput) -> None:
+        self._state = SagaResult(
+            saga_id=workflow.info().workflow_id,
+            status=SagaStatus.PENDING,
+            request=inp.request,
+        )
+        self._steps: dict[str, StepState] = {}
+        self._registered: list[str] = []
+        self._decisions: dict[str, OperatorAction | None] = {}
+        self._resolve: dict[str, bool] = {}
+        self._cancel_requested = False
+        self._policy = inp.policy
+
+    # -- live state and operator updates ---------------------------------------------
+    @workflow.query
+    def state(self) -> SagaResult:
+        return self._state
+
+    @workflow.update
+    async def retry_compensation(self, action: OperatorAction) -> SagaResult:
+        """Give a stuck compensation a fresh retry budget."""
+        self._decisions[action.step_id] = action
+        self._resolve[action.step_id] = False
+        await workflow.wait_condition(lambda: action.step_id not in self._decisions)
+        return self._state
+
+    @retry_compensation.validator
+    def _validate_retry(self, action: OperatorAction) -> None:
+        self._must_be_stuck(action.step_id)
+
+    @workflow.update
+    async def resolve_compensation(self, action: OperatorAction) -> SagaResult:
+        """Mark a stuck compensation as resolved by hand; the saga moves on."""
+        self._decisions[action.step_id] = action
+        self._resolve[action.step_id] = True
+        await workflow.wait_condition(lambda: action.step_id not in self._decisions)
+        return self._state
+
+    @resolve_compensation.validator
+    def _validate_resolve(self, action: OperatorAction) -> None:
+        self._must_be_stuck(action.step_id)
+
+    def _must_be_stuck(self, step_id: str) -> None:
+        step = self._steps.get(step_id)
+        if step is None:
+            raise ValueError(f"no step {step_id!r} in this saga")
+        if step.compensation != CompensationStatus.FAILED or step_id in self._decisions:
+            raise ValueError(
+                f"step {step_id!r} is not waiting for an operator "
+                f"(compensation {step.compensation.value})"
+            )
+
+    # -- the saga ----------------------------------------------------------------------
+    @workflow.run
+    async def run(self, inp: SagaInput) -> SagaResult:
+        try:
+            plan = await self._obtain_plan(inp)
+        except asyncio.CancelledError:
+            self._state.status = SagaStatus.CANCELLED
+            self._state.error = "cancelled before any step ran"
+            await self._record(inp)
+            raise
+        if plan is None:
+            self._state.status = SagaStatus.REJECTED
+            await self._record(inp)
+            return self._state
+        self._start(plan)
+        failure: str | None = None
+        try:
+            for step in plan.steps:
+                await self._run_step(step.id)
+                self._raise_if_cancel_swallowed()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self._cancel_requested = True
+                failure = "cancelled"
+            elif isinstance(exc, Exception):
+                failure = _cause(exc)
+            else:  # eviction and interpreter exits are not ours to handle
+                raise
+        else:
+            self._state.status = SagaStatus.COMPLETED
+            await self._record(inp)
+            return self._state
+
+        workflow.logger.info("saga %s unwinding: %s", self._state.saga_id, failure)
+        self._state.error = failure
+        self._state.status = SagaStatus.COMPENSATING
+        unwinding = asyncio.create_task(self._compensate_all(inp, plan.options))
+        while not unwinding.done():
+            try:
+                await asyncio.shield(unwinding)
+            except asyncio.CancelledError:
+                self._cancel_requested = True  # cancelled mid-compensation: keep going
+        unwinding.result()
+        if self._cancel_requested or workflow.cancellation_reason() is not None:
+            self._state.status = SagaStatus.CANCELLED
+            await self._record(inp)
+            raise asyncio.CancelledError("saga cancelled; every effect compensated")
+        self._state.status = SagaStatus.COMPENSATED
+        await self._record(inp)
+        return self._state
+
+    async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
+        """The validated, policy-checked and (if required) approved plan, or None."""
+        raw = inp.plan
+        if raw is None:
+            if not inp.request:
+                return self._reject(["saga: give a plan or a request"], "plan rejected")
+            self._state.status = SagaStatus.PLANNING
+            planned = await plan_with_agent(inp.request, inp.policy)
+            self._state.planner = planned.planner
+            if planned.plan is None:
+                return self._reject(planned.problems, "the planner found no valid plan")
+            raw = planned.plan
+        try:
+            plan = validate_plan(raw, catalog, max_steps=min(MAX_STEPS, inp.policy.max_steps))
+        except PlanRejected as exc:
+            return self._reject(exc.problems, "plan rejected")
+        problems = check_policy(plan, inp.policy)
+        if problems:
+            return self._reject(problems, "plan breaks the policy")
+        self._state.plan = plan
+        self._state.plan_hash = plan_hash(plan)
+        if needs_approval(plan, inp.policy, catalog):
+            self._state.approval = ApprovalState.PENDING
+            self._state.status = SagaStatus.AWAITING_APPROVAL
+            self._policy = inp.policy
+            try:
+                await workflow.wait_condition(
+                    lambda: self._state.approval is not ApprovalState.PENDING,
+                    timeout=timedelta(seconds=inp.policy.approval_timeout_seconds),
+                )
+            except builtins.TimeoutError:
+                self._state.approval = ApprovalState.TIMED_OUT
+                return self._reject([], "no approval within the timeout")
+            if self._state.approval is not ApprovalState.APPROVED:
+                return self._reject([], f"plan rejected: {self._state.approval_note or ''}")
+            plan = self._state.plan
+        return plan
+
+    def _reject(self, problems: list[str], error: str) -> Plan | None:
+        """Record why there is no plan to run; returns None for `return self._reject(...)`."""
+        self._state.problems = list(problems)
+        self._state.error = error.rstrip(": ")
+        return None
+
+    # -- approval gate -----------------------------------------------------------------
+    @workflow.update
+    def approve(self, decision: ApprovalDecision) -> SagaResult:
+        """Approve exactly the plan whose hash the person saw."""
+        self._state.approval = ApprovalState.APPROVED
+        self._state.approval_note = f"approved by {decision.by or 'operator'}"
+        return self._state
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._must_await_approval()
+        if decision.plan_hash != self._state.plan_hash:
+            raise ValueError(
+                f"stale plan hash {decision.plan_hash!r}: the plan is now "
+                f"{self._state.plan_hash!r}; review it again"
+            )
+
+    @workflow.update
+    def reject(self, decision: ApprovalDecision) -> SagaResult:
+        self._state.approval = ApprovalState.REJECTED
+        who = decision.by or "operator"
+        self._state.approval_note = f"{who}: {decision.reason or 'no reason given'}"
+        return self._state
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        self._must_await_approval()
+
+    @workflow.update
+    def edit_step(self, edit: StepEdit) -> SagaResult:
+        """Change one step's arguments (within catalog and policy); approval starts over."""
+        assert self._state.plan is not None
+        self._state.plan = self._edited(edit)
+        self._state.plan_hash = plan_hash(self._state.plan)
+        return self._state
+
+    @edit_step.validator
+    def _validate_edit(self, edit: StepEdit) -> None:
+        self._must_await_approval()
+        if edit.plan_hash != self._state.plan_hash:
+            raise ValueError(f"stale plan hash {edit.plan_hash!r}")
+        self._edited(edit)
+
+    def _edited(self, edit: StepEdit) -> Plan:
+        plan = self._state.plan
+        assert plan is not None
+        raw = plan.model_dump(mode="json")
+        found = False
+        for step in raw["steps"]:
+            if step["id"] == edit.step_id:
+                step["args"] = edit.args
+                found = True
+        if not found:
+            raise ValueError(f"no step {edit.step_id!r} in the plan")
+        try:
+            new = validate_plan(raw, catalog, max_steps=MAX_STEPS)
+        except PlanRejected as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+        problems = check_policy(new, self._policy)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return new
+
+    def _must_await_approval(self) -> None:
+        if self._state.approval is not ApprovalState.PENDING:
+            raise ValueError(f"the plan is not waiting for approval ({self._state.approval.value})")
+
+    def _start(self, plan: Plan) -> None:
+        self._state.options = plan.options
+        self._state.status = SagaStatus.RUNNING
+        steps = [StepState(id=s.id, action=s.action, args=s.args) for s in plan.steps]
+        self._steps = {s.id: s for s in steps}
+        # Assigned, not appended: the agents plugin's converter drops unset fields.
+        self._state.steps = steps
+
+    def _raise_if_cancel_swallowed(self) -> None:
+        # sdk-python #620/#1224: a cancel delivered in the same task as an activity
+        # completion can be swallowed by the await; the reason still says it came.
+        if workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError("workflow cancellation requested")
+
+    async def _run_step(self, step_id: str) -> None:
+        state = self._steps[step_id]
+        spec = catalog.get(state.action)
+        assert spec is not None  # validated
+        if spec.kind is ActionKind.COMPENSABLE:
+            self._registered.append(step_id)  # registered before the step runs
+            state.compensation = CompensationStatus.REGISTERED
+        state.status = StepStatus.RUNNING
+        try:
+            if spec is WAIT or spec.name == WAIT.name:
+                await workflow.sleep(timedelta(seconds=float(state.args["seconds"])))
+                result: Any = None
+            else:
+                result = await workflow.execute_activity(
+                    spec.activity_name,
+                    state.args,
+                    activity_id=step_id,
+                    start_to_close_timeout=spec.start_to_close_timeout,
+                    heartbeat_timeout=spec.heartbeat_timeout,
+                    retry_policy=spec.retry_policy,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    summary=f"{spec.name} ({step_id})",
+                )
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError) or (
+                isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError)
+            )
+            state.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+            state.error = "cancelled" if cancelled else _cause(exc)
+            raise
+        state.status = StepStatus.SUCCEEDED
+        if isinstance(result, dict):
+            state.result = result
+            ext = result.get("external_id")
+            state.external_id = None if ext is None else str(ext)
+
+    async def _compensate_all(self, inp: SagaInput, options: PlanOptions) -> None:
+        for state in self._steps.values():
+            if state.status is StepStatus.PENDING:
+                state.status = StepStatus.SKIPPED
+        order = list(reversed(self._registered))
+        if options.parallel_compensation:
+            await asyncio.gather(*(self._compensate(sid, inp) for sid in order))
+        else:
+            for sid in order:
+                await self._compensate(sid, inp)
+
+    async def _compensate(self, step_id: str, inp: SagaInput) -> None:
+        state = self._steps[step_id]
+        spec = catalog.get(state.action)
+        assert spec is not None and spec.compensation is not None
+        round_ = 0
+        while True:
+            round_ += 1
+            state.compensation = CompensationStatus.RUNNING
+            try:
+                await workflow.execute_activity(
+                    spec.compensation,
+                    args=[state.args, state.result],
+                    activity_id=f"{step_id}{COMPENSATE}{round_}",
+                    start_to_close_timeout=spec.compensation_timeout,
+                    retry_policy=spec.compensation_retry_policy,
+                    summary=f"undo {spec.name} ({step_id})",
+                )
+            except ActivityError as exc:
+                state.compensation = CompensationStatus.FAILED
+                state.compensation_error = _cause(exc)
+                state.compensation_attempts += _attempts(spec)
+                if not await self._await_operator(step_id, inp):
+                    continue
+                return
+            state.compensation = CompensationStatus.COMPENSATED
+            state.compensation_error = None
+            return
+
+    async def _await_operator(self, step_id: str, inp: SagaInput) -> bool:
+        """needs_attention until an operator decides; True when resolved by hand."""
+        state = self._steps[step_id]
+        workflow.logger.warning(
+            "compensation of step %s (%s) is stuck: %s",
+            step_id,
+            state.external_id,
+            state.compensation_error,
+        )
+        self._state.status = SagaStatus.NEEDS_ATTENTION
+        await self._record(inp)
+        await workflow.wait_condition(lambda: step_id in self._decisions)
+        decision = self._decisions[step_id]
+        resolved = self._resolve.pop(step_id, False)
+        if resolved:
+            state.compensation = CompensationStatus.RESOLVED
+            state.operator_note = decision.note if decision else None
+        if not any(s.compensation == CompensationStatus.FAILED and s.id != step_id
+                   for s in self._state.steps):
+            self._state.status = SagaStatus.COMPENSATING
+        del self._decisions[step_id]
+        return resolved
+
+    async def _record(self, inp: SagaInput) -> None:
+        """Write the saga's status to the ledger; a cancel cannot interrupt it."""
+        task = asyncio.create_task(
+            workflow.execute_local_activity(
+                RECORD_SAGA,
+                SagaOutcome(
+                    saga_id=self._state.saga_id,
+                    status=self._state.status,
+                    error=self._state.error,
+                    request=inp.request,
+                    plan=inp.plan,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+        )
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self._cancel_requested = True
+        task.result()
+
+
+def _attempts(spec: ActionSpec) -> int:
+    return spec.compensation_retry_policy.maximum_attempts or 0

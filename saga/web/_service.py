@@ -1,0 +1,305 @@
+"""What the web app does to sagas: list, look, approve, reject, cancel, retry, resolve.
+
+Every answer is a redacted view of the saga's live state (the workflow's `state` query),
+with the Temporal execution status beside it: the saga's status says where the plan is,
+the execution status says whether the workflow is still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from saga._errors import SagaError
+from saga._models import (
+    ApprovalDecision,
+    ApprovalState,
+    CompensationStatus,
+    OperatorAction,
+    SagaResult,
+    SagaStatus,
+    StepStatus,
+)
+from saga._workflow import SagaWorkflow
+from saga.web._redact import redact
+
+QUERY_TIMEOUT = timedelta(seconds=5)
+_UNWINDING = frozenset({SagaStatus.COMPENSATING, SagaStatus.NEEDS_ATTENTION})
+ALREADY_COMPLETED = "already completed: nothing was cancelled"
+
+
+class SagaNotFound(SagaError):
+    """No workflow with that id."""
+
+
+class SagaConflict(SagaError):
+    """The saga is not in a state that allows the operation."""
+
+
+class SagaSummary(BaseModel):
+    """One row of the saga list."""
+
+    saga_id: str
+    execution: str = Field(description="Temporal execution status: running, completed, ...")
+    status: SagaStatus | None = Field(
+        None, description="The saga's own status, when a worker could tell."
+    )
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class SagaView(BaseModel):
+    """A saga as an operator sees it: its (redacted) state and what can be done."""
+
+    saga_id: str
+    execution: str = Field(description="Temporal execution status: running, completed, ...")
+    closed: bool
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    cancel_requested: bool = Field(
+        False, description="A cancel was requested (known once the saga has closed)."
+    )
+    outcome: str | None = Field(None, description="One line on how it ended, or what it needs.")
+    can_cancel: bool
+    can_approve: bool
+    state: SagaResult
+
+
+class CancelOutcome(BaseModel):
+    """What a cancel did."""
+
+    cancelled: bool | None = Field(
+        description="True: cancelled and compensated; False: nothing was cancelled; "
+        "None: cancel requested, compensation still running."
+    )
+    message: str
+    saga: SagaView
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _execution(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower() if status is not None else "unknown"
+
+
+def outcome(state: SagaResult, execution: str, cancel_requested: bool) -> str | None:
+    """One line for the page: how the saga ended, or what it is waiting for."""
+    resolved = [s for s in state.steps if s.compensation == CompensationStatus.RESOLVED]
+    extra = f", {_plural(len(resolved), 'step')} resolved by hand" if resolved else ""
+    compensated = _plural(len(state.compensated_steps), "step")
+    if execution == "running":
+        if state.status == SagaStatus.NEEDS_ATTENTION:
+            stuck = ", ".join(s.id for s in state.stuck_steps)
+            return f"needs attention: the compensation of {stuck} failed; retry or mark resolved"
+        if state.status == SagaStatus.AWAITING_APPROVAL:
+            return "waiting for approval"
+        if state.status == SagaStatus.COMPENSATING:
+            return f"compensating in reverse order ({state.error or 'failed'})"
+        return None
+    if state.status == SagaStatus.CANCELLED:
+        return f"cancelled: {compensated} compensated{extra}"
+    if state.status == SagaStatus.COMPLETED:
+        if cancel_requested:
+            return ALREADY_COMPLETED
+        done = sum(1 for s in state.steps if s.status == StepStatus.SUCCEEDED)
+        return f"completed: {_plural(done, 'step')} done"
+    if state.status == SagaStatus.COMPENSATED:
+        return f"failed and undone: {compensated} compensated{extra} ({state.error})"
+    if state.status == SagaStatus.REJECTED:
+        return f"rejected: {state.error or 'plan rejected'}"
+    return f"closed as {execution} while {state.status.value}"
+
+
+def _already(view: SagaView) -> str:
+    """Why a cancel of a closed saga changed nothing."""
+    status = view.state.status
+    if status == SagaStatus.COMPLETED:
+        return ALREADY_COMPLETED
+    if status == SagaStatus.CANCELLED:
+        n = len(view.state.compensated_steps)
+        return f"already cancelled: {_plural(n, 'step')} compensated"
+    return f"already closed ({status.value}): nothing was cancelled"
+
+
+class SagaService:
+    """Saga operations over one Temporal client; closed sagas are cached (they never change)."""
+
+    def __init__(self, client: Client, *, cache_size: int = 500) -> None:
+        self.client = client
+        self._closed: OrderedDict[str, SagaView] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _handle(self, saga_id: str) -> WorkflowHandle[SagaWorkflow, SagaResult]:
+        return self.client.get_workflow_handle_for(SagaWorkflow.run, saga_id)
+
+    async def list(self, limit: int = 50) -> list[SagaSummary]:
+        """Sagas newest first; running ones with their saga status."""
+        rows: list[SagaSummary] = []
+        async for wf in self.client.list_workflows('WorkflowType="SagaWorkflow"', limit=limit):
+            rows.append(
+                SagaSummary(
+                    saga_id=wf.id,
+                    execution=_execution(wf.status),
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                )
+            )
+        rows.sort(key=lambda r: r.started_at or datetime.min, reverse=True)
+
+        gate = asyncio.Semaphore(8)
+
+        async def status_of(row: SagaSummary) -> None:
+            # Visibility lags a little: the saga itself says how far it got (closed ones
+            # are looked up once, then cached).
+            try:
+                async with gate, asyncio.timeout(3):
+                    view = await self.view(row.saga_id)
+            except Exception:  # not picked up by a worker yet, or no worker to answer
+                return
+            row.status = view.state.status
+            row.execution = view.execution
+            row.closed_at = view.closed_at
+
+        await asyncio.gather(*(status_of(r) for r in rows))
+        return rows
+
+    async def _describe(self, saga_id: str) -> WorkflowExecutionDescription:
+        try:
+            return await self._handle(saga_id).describe()
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise SagaNotFound(f"no saga {saga_id!r}") from None
+            raise
+
+    async def view(self, saga_id: str) -> SagaView:
+        cached = self._closed.get(saga_id)
+        if cached is not None:
+            return cached
+        desc = await self._describe(saga_id)
+        handle = self._handle(saga_id)
+        execution = _execution(desc.status)
+        closed = desc.status != WorkflowExecutionStatus.RUNNING
+        state = await self._state(handle, desc)
+        cancel_requested = closed and await self._cancel_was_requested(handle)
+        safe = SagaResult.model_validate(redact(state.model_dump(mode="json")))
+        view = SagaView(
+            saga_id=saga_id,
+            execution=execution,
+            closed=closed,
+            started_at=desc.start_time,
+            closed_at=desc.close_time,
+            cancel_requested=cancel_requested,
+            outcome=outcome(state, execution, cancel_requested),
+            # Compensation is already under way once it is compensating: nothing to cancel.
+            can_cancel=not closed and not state.status.final and state.status not in _UNWINDING,
+            can_approve=not closed and state.approval == ApprovalState.PENDING,
+            state=safe,
+        )
+        if closed:
+            self._closed[saga_id] = view
+            while len(self._closed) > self._cache_size:
+                self._closed.popitem(last=False)
+        return view
+
+    async def _state(
+        self, handle: WorkflowHandle[SagaWorkflow, SagaResult], desc: WorkflowExecutionDescription
+    ) -> SagaResult:
+        try:
+            return await handle.query(SagaWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
+        except Exception:
+            if desc.status == WorkflowExecutionStatus.RUNNING:
+                # Not picked up by a worker yet: nothing has run.
+                return SagaResult(saga_id=handle.id, status=SagaStatus.PENDING)
+            if desc.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            raise
+
+    async def _cancel_was_requested(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        """Whether the history of a closed saga holds a cancel request."""
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                return True
+        return False
+
+    # -- mutations -----------------------------------------------------------------------
+    async def cancel(self, saga_id: str, *, wait: float = 0.0, by: str = "web") -> CancelOutcome:
+        """Cancel a running saga; a closed one is reported as it ended, nothing changes.
+
+        The race with completion is settled by the final state: describe first (closed ->
+        say so); if the cancel then finds the workflow closed, or the workflow completes
+        although the cancel was delivered, the final state says what happened.
+        """
+        desc = await self._describe(saga_id)
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            view = await self.view(saga_id)
+            return CancelOutcome(cancelled=False, message=_already(view), saga=view)
+        try:
+            await self._handle(saga_id).cancel(reason=f"cancelled by {by}")
+        except RPCError:
+            view = await self.view(saga_id)
+            if view.closed:  # it completed between describe and cancel
+                return CancelOutcome(cancelled=False, message=_already(view), saga=view)
+            raise
+        deadline = asyncio.get_running_loop().time() + max(0.0, wait)
+        view = await self.view(saga_id)
+        while not view.closed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+            view = await self.view(saga_id)
+        if not view.closed:
+            return CancelOutcome(
+                cancelled=None,
+                message="cancel requested: compensating completed steps in reverse order",
+                saga=view,
+            )
+        if view.state.status == SagaStatus.CANCELLED:
+            return CancelOutcome(cancelled=True, message=view.outcome or "cancelled", saga=view)
+        return CancelOutcome(cancelled=False, message=_already(view), saga=view)
+
+    async def _update(self, saga_id: str, update: Any, arg: BaseModel) -> SagaView:
+        await self._describe(saga_id)
+        try:
+            await self._handle(saga_id).execute_update(update, arg)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = getattr(cause, "message", None) or str(cause or exc)
+            raise SagaConflict(message) from None
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise SagaConflict(f"the saga has closed: {exc.message}") from None
+            raise
+        return await self.view(saga_id)
+
+    async def approve(self, saga_id: str, plan_hash: str, by: str) -> SagaView:
+        return await self._update(
+            saga_id, SagaWorkflow.approve, ApprovalDecision(plan_hash=plan_hash, by=by)
+        )
+
+    async def reject(self, saga_id: str, reason: str | None, by: str) -> SagaView:
+        return await self._update(
+            saga_id, SagaWorkflow.reject, ApprovalDecision(reason=reason, by=by)
+        )
+
+    async def retry(self, saga_id: str, step_id: str) -> SagaView:
+        return await self._update(
+            saga_id, SagaWorkflow.retry_compensation, OperatorAction(step_id=step_id)
+        )
+
+    async def resolve(self, saga_id: str, step_id: str, note: str | None) -> SagaView:
+        return await self._update(
+            saga_id, SagaWorkflow.resolve_compensation, OperatorAction(step_id=step_id, note=note)
+        )

@@ -1,0 +1,297 @@
+"""The saga web app: a live page per saga with Approve, Reject, Cancel, Retry, Resolve.
+
+Pages are plain HTML files of this package; a small script polls the JSON API (once a
+second) and re-renders. Every button is a POST to `/api/sagas/{id}/<action>`, documented
+in the OpenAPI schema at `/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from starlette.middleware.base import RequestResponseEndpoint
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from saga._errors import SagaError
+from saga._settings import Settings
+from saga._worker import connect
+from saga.web._auth import SAFE_METHODS, Guard, local_path, same_site
+from saga.web._service import (
+    CancelOutcome,
+    SagaConflict,
+    SagaNotFound,
+    SagaService,
+    SagaSummary,
+    SagaView,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SAGA_WEB_TOKEN"
+ClientFactory = Callable[[], Awaitable[Client]]
+
+_ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_OPEN_PATHS = frozenset({"/login", "/static/style.css"})
+_TOKEN_PARAM = re.compile(r"([?&]token=)[^&\s]*")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _asset(name: str) -> str:
+    return resources.files("saga.web").joinpath(name).read_text(encoding="utf-8")
+
+
+def operator_token(token: str | None = None) -> str:
+    """The operator token: given, or from the SAGA_WEB_TOKEN environment variable."""
+    token = token or os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise SagaError(f"no operator token: set {TOKEN_ENV} (or pass a token)")
+    return token
+
+
+class ApproveBody(BaseModel):
+    plan_hash: str = Field(description="Hash of the plan shown to the operator.")
+    by: str | None = Field(None, max_length=100)
+
+
+class RejectBody(BaseModel):
+    reason: str | None = Field(None, max_length=1000)
+    by: str | None = Field(None, max_length=100)
+
+
+class StepBody(BaseModel):
+    step_id: str
+
+
+class ResolveBody(BaseModel):
+    step_id: str
+    note: str | None = Field(None, max_length=1000)
+
+
+def create_app(
+    settings: Settings | None = None,
+    client_factory: ClientFactory | None = None,
+    *,
+    token: str | None = None,
+) -> FastAPI:
+    """The web app; it connects to Temporal (via ``client_factory``) on first use."""
+    settings = settings or Settings()
+    guard = Guard(operator_token(token))
+    factory: ClientFactory = client_factory or (lambda: connect(settings))
+    app = FastAPI(
+        title="Saga",
+        summary="Watch sagas run; approve, reject, cancel; settle stuck compensations.",
+        version="1",
+    )
+    lock = asyncio.Lock()
+    services: list[SagaService] = []
+
+    async def sagas() -> SagaService:
+        async with lock:
+            if not services:
+                try:
+                    client = await factory()
+                except Exception as exc:
+                    log.warning("cannot reach Temporal: %s", exc)
+                    raise HTTPException(503, f"cannot reach Temporal: {exc}") from None
+                services.append(SagaService(client))
+        return services[0]
+
+    def login_page(request: Request, status: int, error: str = "") -> HTMLResponse:
+        target = local_path(request.query_params.get("next") or request.url.path)
+        if target == "/login":
+            target = "/"
+        page = (
+            _asset("login.html")
+            .replace("{{next}}", html.escape(target, quote=True))
+            .replace("{{error}}", html.escape(error))
+        )
+        return HTMLResponse(page, status_code=status)
+
+    @app.middleware("http")
+    async def security(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if path not in _OPEN_PATHS:
+            how = guard.authenticated(request)
+            if how is None:
+                wants_page = request.method == "GET" and "text/html" in request.headers.get(
+                    "accept", ""
+                )
+                if wants_page and not path.startswith("/api/"):
+                    response: Response = login_page(request, 401)
+                else:
+                    response = JSONResponse(
+                        {"detail": "operator token required"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+                return _harden(response, path)
+            if request.method not in SAFE_METHODS and not same_site(
+                request, via_cookie=how == "cookie"
+            ):
+                return _harden(
+                    JSONResponse({"detail": "cross-site request refused"}, status_code=403), path
+                )
+        elif request.method not in SAFE_METHODS and not same_site(request, via_cookie=True):
+            return _harden(
+                JSONResponse({"detail": "cross-site request refused"}, status_code=403), path
+            )
+        return _harden(await call_next(request), path)
+
+    @app.exception_handler(SagaNotFound)
+    async def not_found(request: Request, exc: SagaNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(SagaConflict)
+    async def conflict(request: Request, exc: SagaConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(request: Request, exc: RPCError) -> JSONResponse:
+        log.warning("temporal error on %s: %s", request.url.path, exc.message)
+        return JSONResponse({"detail": f"temporal: {exc.message}"}, status_code=502)
+
+    # -- login ---------------------------------------------------------------------------
+    @app.get("/login", include_in_schema=False)
+    async def login(request: Request, token: str | None = None) -> Response:
+        if token is None:
+            return login_page(request, 200)
+        if not guard.valid_token(token):
+            return login_page(request, 401, "That is not the operator token.")
+        response = RedirectResponse(local_path(request.query_params.get("next")), 303)
+        guard.log_in(response, request)
+        return response
+
+    @app.post("/login", include_in_schema=False)
+    async def login_form(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0]
+        if not guard.valid_token(token):
+            return login_page(request, 401, "That is not the operator token.")
+        response = RedirectResponse(local_path((form.get("next") or ["/"])[0]), 303)
+        guard.log_in(response, request)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout() -> Response:
+        response = RedirectResponse("/login", 303)
+        guard.log_out(response)
+        return response
+
+    # -- pages ---------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(_asset("index.html"))
+
+    @app.get("/sagas/{saga_id}", include_in_schema=False)
+    async def saga_page(saga_id: str) -> HTMLResponse:
+        return HTMLResponse(_asset("saga.html"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in _ASSETS:
+            raise HTTPException(404)
+        return Response(_asset(name), media_type=_ASSETS[name])
+
+    # -- API -----------------------------------------------------------------------------
+    @app.get("/api/sagas", tags=["sagas"])
+    async def list_sagas(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> list[SagaSummary]:
+        """Sagas, newest first."""
+        return await (await sagas()).list(limit)
+
+    @app.get("/api/sagas/{saga_id}", tags=["sagas"])
+    async def get_saga(saga_id: str) -> SagaView:
+        """The saga's live state (card numbers masked), its outcome and what can be done."""
+        return await (await sagas()).view(saga_id)
+
+    @app.post("/api/sagas/{saga_id}/cancel", tags=["actions"])
+    async def cancel(
+        saga_id: str,
+        response: Response,
+        wait: Annotated[float, Query(ge=0, le=120)] = 0,
+    ) -> CancelOutcome:
+        """Cancel a running saga: its completed steps are compensated in reverse order.
+
+        A saga that already closed is left alone ("already completed: nothing was
+        cancelled"). With `wait`, wait up to that many seconds for the saga to close;
+        202 means the compensation is still running.
+        """
+        result = await (await sagas()).cancel(saga_id, wait=wait)
+        if result.cancelled is None:
+            response.status_code = 202
+        return result
+
+    @app.post("/api/sagas/{saga_id}/approve", tags=["actions"])
+    async def approve(saga_id: str, body: ApproveBody) -> SagaView:
+        """Approve the plan whose hash the operator saw; a stale hash is refused (409)."""
+        return await (await sagas()).approve(saga_id, body.plan_hash, body.by or "web operator")
+
+    @app.post("/api/sagas/{saga_id}/reject", tags=["actions"])
+    async def reject(saga_id: str, body: RejectBody) -> SagaView:
+        """Reject the plan waiting for approval; nothing runs."""
+        return await (await sagas()).reject(saga_id, body.reason, body.by or "web operator")
+
+    @app.post("/api/sagas/{saga_id}/retry", tags=["actions"])
+    async def retry(saga_id: str, body: StepBody) -> SagaView:
+        """Give a stuck compensation a fresh retry budget."""
+        return await (await sagas()).retry(saga_id, body.step_id)
+
+    @app.post("/api/sagas/{saga_id}/resolve", tags=["actions"])
+    async def resolve(saga_id: str, body: ResolveBody) -> SagaView:
+        """Mark a stuck compensation resolved by hand; the saga moves on."""
+        return await (await sagas()).resolve(saga_id, body.step_id, body.note)
+
+    return app
+
+
+def _harden(response: Response, path: str) -> Response:
+    headers = response.headers
+    if path not in ("/docs", "/redoc"):  # FastAPI's docs pages load their own scripts
+        headers.setdefault("Content-Security-Policy", _CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def serve(
+    settings: Settings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    token: str | None = None,
+) -> None:
+    """Run the web app until interrupted (`saga web`); token defaults to SAGA_WEB_TOKEN."""
+    import uvicorn
+
+    app = create_app(settings, token=token)
+    logging.getLogger("uvicorn.access").addFilter(_HideToken())
+    log.info("saga web on http://%s:%s (log in with the operator token)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+class _HideToken(logging.Filter):
+    """Keep `/login?token=...` out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAM.sub(r"\1[hidden]", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True

@@ -1,0 +1,271 @@
+"""payments.charge / refund against real localstripe, through the real saga workflow.
+
+Exactly-once is proved by counting PaymentIntents and Refunds in localstripe itself.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+from sqlalchemy import Engine
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from activities import payments
+from compensations.payments import find_intent, metadata_for
+from saga import (
+    Ledger,
+    SagaResult,
+    SagaStatus,
+    Settings,
+    create_worker,
+    idempotency_key,
+    start_saga,
+    wait_saga,
+)
+from saga._localstripe import LocalStripe
+from tests import effects
+from tests.history import history_text
+
+API_KEY = f"sk_test_{uuid.uuid4().hex}"
+"""Distinctive, so finding it anywhere in workflow history is unambiguous."""
+
+
+@dataclass
+class Payments:
+    """A worker running payments (and the test effects) against localstripe."""
+
+    client: Client
+    settings: Settings
+    ledger: Ledger
+    stripe: stripe.StripeClient
+    """The test's own view of localstripe, for counting."""
+
+    async def run(self, steps: list[dict[str, Any]]) -> SagaResult:
+        sid = f"pay-{uuid.uuid4().hex[:10]}"
+        await start_saga(
+            self.client, {"steps": steps}, saga_id=sid, task_queue=self.settings.task_queue
+        )
+        return await wait_saga(self.client, sid)
+
+    async def intents_with_key(self, key: str) -> list[stripe.PaymentIntent]:
+        page = await self.stripe.v1.payment_intents.list_async({"limit": 100})
+        return [
+            pi async for pi in page.auto_paging_iter()
+            if "idempotency_key" in pi.metadata and pi.metadata["idempotency_key"] == key
+        ]
+
+    async def refunds_of(self, intent_id: str) -> list[stripe.Refund]:
+        page = await self.stripe.v1.refunds.list_async({"payment_intent": intent_id})
+        return [r async for r in page.auto_paging_iter()]
+
+    async def compensation_results(self, saga_id: str) -> list[dict[str, Any]]:
+        """What refund_payment returned, read from the workflow's event history."""
+        history = await self.client.get_workflow_handle(saga_id).fetch_history()
+        refunds: set[int] = set()
+        out: list[dict[str, Any]] = []
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                attrs = event.activity_task_scheduled_event_attributes
+                if attrs.activity_type.name == "refund_payment":
+                    refunds.add(event.event_id)
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                done = event.activity_task_completed_event_attributes
+                if done.scheduled_event_id in refunds:
+                    out.append(json.loads(done.result.payloads[0].data))
+        return out
+
+
+@asynccontextmanager
+async def payments_worker(
+    client: Client, data_dir: Path, server: LocalStripe, *, faults: str = ""
+) -> AsyncIterator[Payments]:
+    settings = Settings(
+        task_queue=f"payments-{uuid.uuid4().hex[:8]}",
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / f'ledger-{uuid.uuid4().hex[:6]}.db'}",
+        stripe_api_key=API_KEY,
+        stripe_api_base=server.url,
+        faults=faults,
+    )
+    ledger = Ledger(settings.ledger_url())
+    acts = payments.build(settings) + effects.build_activities(settings)
+    counter = stripe.StripeClient(
+        API_KEY, base_addresses={"api": server.url}, max_network_retries=0
+    )
+    try:
+        async with create_worker(client, settings, ledger, activities=acts):
+            yield Payments(client, settings, ledger, counter)
+    finally:
+        ledger.close()
+
+
+@pytest.fixture(scope="module")
+async def pay(
+    client: Client,
+    localstripe: LocalStripe,
+    effects_engine: Engine,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Payments]:
+    async with payments_worker(client, tmp_path_factory.mktemp("pay"), localstripe) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+async def lossy(
+    client: Client,
+    localstripe: LocalStripe,
+    effects_engine: Engine,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Payments]:
+    """The first attempt of every charge takes effect, then its response is lost."""
+    async with payments_worker(
+        client, tmp_path_factory.mktemp("lossy"), localstripe, faults="payments.charge=1"
+    ) as p:
+        yield p
+
+
+def charge(step_id: str = "charge", amount: int = 1999, **pay_with: str) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "amount": amount,
+        "currency": "USD",
+        "customer_email": "ada@example.com",
+        "description": "two mugs",
+    }
+    args.update(pay_with or {"card_number": "4242424242424242"})
+    return {"id": step_id, "action": "payments.charge", "args": args}
+
+
+def failing(step_id: str = "ship") -> dict[str, Any]:
+    return {"id": step_id, "action": "effects.apply", "args": {"name": "x", "fail": "before"}}
+
+
+@pytest.mark.parametrize(
+    "pay_with", [{"card_number": "4242424242424242"}, {"payment_method": "pm_card_visa"}]
+)
+async def test_charge_succeeds_in_localstripe(pay: Payments, pay_with: dict[str, str]) -> None:
+    done = await pay.run([charge(amount=2500, **pay_with)])
+    assert done.status == SagaStatus.COMPLETED, done
+    key = idempotency_key(done.saga_id, "charge")
+    [intent] = await pay.intents_with_key(key)
+    assert (intent.status, intent.amount, intent.currency) == ("succeeded", 2500, "usd")
+    assert intent.metadata["saga_id"] == done.saga_id
+    assert intent.metadata["description"] == "two mugs"
+    step = pay.ledger.step(key)
+    assert step is not None and step.status == "succeeded"
+    assert step.external_id == intent.id
+    assert step.result == {
+        "external_id": intent.id, "status": "succeeded", "amount": 2500, "currency": "usd"
+    }
+    assert await pay.refunds_of(intent.id) == []
+
+
+async def test_later_failure_refunds_the_charge(pay: Payments) -> None:
+    done = await pay.run([charge(amount=4200), failing()])
+    assert done.status == SagaStatus.COMPENSATED, done
+    key = idempotency_key(done.saga_id, "charge")
+    step = pay.ledger.step(key)
+    assert step is not None and step.compensation_status == "compensated"
+    [intent] = await pay.intents_with_key(key)
+    [refund] = await pay.refunds_of(intent.id)
+    assert (refund.amount, refund.status) == (4200, "succeeded")
+    assert refund.metadata["idempotency_key"] == idempotency_key(done.saga_id, "charge")
+    [undo] = await pay.compensation_results(done.saga_id)
+    assert undo == {
+        "action": "refunded",
+        "payment_intent": intent.id,
+        "refund_id": refund.id,
+        "amount_refunded": 4200,
+    }
+
+
+@pytest.mark.parametrize(
+    ("card", "undo_action"),
+    [
+        # localstripe (like Stripe) declines this one when it is attached to the customer:
+        ("4000000000000002", "nothing_to_undo"),
+        # ...and this one when the intent is confirmed, which leaves a failed intent.
+        ("4000000000000341", "cancelled"),
+    ],
+)
+async def test_declined_card_compensates_and_charges_nothing(
+    pay: Payments, card: str, undo_action: str
+) -> None:
+    done = await pay.run([charge(card_number=card), failing()])
+    assert done.status == SagaStatus.COMPENSATED, done
+    assert done.error == "CardDeclined: Your card was declined."
+    key = idempotency_key(done.saga_id, "charge")
+    step = pay.ledger.step(key)
+    assert step is not None and step.status == "failed"
+    assert step.error is not None and "Your card was declined." in step.error
+    assert step.attempts == 1  # a decline is final: no retries
+    assert step.compensation_status == "compensated"
+    assert pay.ledger.step(idempotency_key(done.saga_id, "ship")) is None  # never ran
+    intents = await pay.intents_with_key(key)
+    assert [pi.status for pi in intents if pi.status != "canceled"] == []
+    assert len(intents) == (1 if undo_action == "cancelled" else 0)
+    [undo] = await pay.compensation_results(done.saga_id)
+    assert undo["action"] == undo_action
+
+
+async def test_lost_response_charges_exactly_once(lossy: Payments) -> None:
+    done = await lossy.run([charge(amount=777)])
+    assert done.status == SagaStatus.COMPLETED, done
+    key = idempotency_key(done.saga_id, "charge")
+    intents = await lossy.intents_with_key(key)
+    assert len(intents) == 1, [pi.id for pi in intents]
+    assert intents[0].status == "succeeded"
+    step = lossy.ledger.step(key)
+    assert step is not None and step.attempts == 2  # the first response was lost
+    assert step.external_id == intents[0].id
+
+
+async def test_lost_response_then_failure_refunds_exactly_once(lossy: Payments) -> None:
+    done = await lossy.run([charge(amount=555), failing()])
+    assert done.status == SagaStatus.COMPENSATED, done
+    [intent] = await lossy.intents_with_key(idempotency_key(done.saga_id, "charge"))
+    [refund] = await lossy.refunds_of(intent.id)
+    assert refund.amount == 555
+
+
+async def test_api_key_never_enters_workflow_history(pay: Payments) -> None:
+    done = await pay.run([charge(), failing()])
+    assert done.status == SagaStatus.COMPENSATED, done
+    assert [u["action"] for u in await pay.compensation_results(done.saga_id)] == ["refunded"]
+    history = await pay.client.get_workflow_handle(done.saga_id).fetch_history()
+    text = history_text(history)
+    # Payloads are decoded: the PaymentIntent id in the result proves the search sees them.
+    assert done.steps[0].external_id and done.steps[0].external_id in text
+    assert "sk_test_" not in text
+    assert API_KEY not in text and API_KEY[8:] not in text
+
+
+async def test_find_intent_by_metadata_when_no_id_was_recorded(pay: Payments) -> None:
+    """What a retry or a refund does when the ledger never got the intent's id."""
+    key = f"pay-{uuid.uuid4().hex[:10]}/charge"
+    assert await find_intent(pay.stripe, key, None) is None
+    created = await pay.stripe.v1.payment_intents.create_async(
+        {"amount": 300, "currency": "eur", "metadata": metadata_for("s", key)}
+    )
+    by_key = await find_intent(pay.stripe, key, None)
+    by_stale_id = await find_intent(pay.stripe, key, "pi_doesnotexist")
+    assert by_key is not None and by_stale_id is not None
+    assert by_key.id == by_stale_id.id == created.id
+
+
+async def test_invalid_request_is_final(pay: Payments) -> None:
+    done = await pay.run([charge(payment_method="pm_doesnotexist"), failing()])
+    assert done.status == SagaStatus.COMPENSATED, done
+    assert done.error is not None and done.error.startswith("StripeInvalidRequestError: ")
+    step = pay.ledger.step(idempotency_key(done.saga_id, "charge"))
+    assert step is not None and step.attempts == 1  # a 4xx is not retried
+    [undo] = await pay.compensation_results(done.saga_id)
+    assert undo["action"] == "nothing_to_undo"

@@ -1,0 +1,80 @@
+"""The public surface: names pinned, catalog described as JSON schema."""
+
+from __future__ import annotations
+
+import saga
+from saga import ActionKind, catalog
+from tests import effects  # noqa: F401  (declares the effects.* actions)
+
+PUBLIC = {
+    "ActionKind",
+    "ActionSpec",
+    "Catalog",
+    "CatalogError",
+    "CompensationStatus",
+    "DevServer",
+    "Faults",
+    "Ledger",
+    "LedgerInterceptor",
+    "OperatorAction",
+    "Plan",
+    "PlanOptions",
+    "PlanRejected",
+    "SagaError",
+    "SagaInput",
+    "SagaResult",
+    "SagaStatus",
+    "SagaWorkflow",
+    "Settings",
+    "Step",
+    "StepAlreadyCompensated",
+    "StepContext",
+    "StepSnapshot",
+    "StepState",
+    "StepStatus",
+    "catalog",
+    "compensated_by",
+    "connect",
+    "create_worker",
+    "current_step",
+    "free_port",
+    "idempotency_key",
+    "load_activities",
+    "make_engine",
+    "migrate",
+    "pivot",
+    "read_only",
+    "saga_state",
+    "start_saga",
+    "temporal_binary",
+    "test_server_binary",
+    "validate_plan",
+    "wait_saga",
+}
+
+
+def test_public_names_are_pinned() -> None:
+    assert set(saga.__all__) >= PUBLIC, PUBLIC - set(saga.__all__)
+    for name in saga.__all__:
+        assert hasattr(saga, name), name
+
+
+def test_errors_share_one_root() -> None:
+    for err in (saga.PlanRejected, saga.CatalogError, saga.StepAlreadyCompensated):
+        assert issubclass(err, saga.SagaError)
+
+
+def test_catalog_describes_itself_as_json_schema() -> None:
+    import activities  # noqa: F401  (declares the real systems' actions)
+
+    described = {a["action"]: a for a in catalog.json_schema()["actions"]}
+    charge = described["payments.charge"]
+    assert charge["kind"] == "compensable"
+    assert charge["compensation"] == "refund_payment"
+    assert {"amount", "currency"} <= set(charge["args_schema"]["properties"])
+    assert described["notify.email"]["kind"] == "pivot"
+    assert described["saga.wait"]["kind"] == "read_only"
+    assert described["effects.apply"]["args_schema"]["properties"]["name"]["type"] == "string"
+    spec = catalog.get("inventory.reserve")
+    assert spec is not None and spec.kind is ActionKind.COMPENSABLE
+    assert spec.activity_name == "reserve_inventory"

@@ -1,0 +1,208 @@
+"""The saga page in a real browser (Debian's headless Chromium) against a real uvicorn.
+
+Screenshots of each final page land in test-artifacts/ (kept by CI as artifacts).
+Needs `pip install playwright` and `apt-get install chromium` (.ci/run installs both);
+without them the tests fail: a browser test that is not run proves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright import async_api as playwright_api
+
+from saga import free_port
+from tests import effects
+from tests.conftest import ARTIFACTS, Stack
+from tests.web import CARD, TOKEN, apply, start, wait, web_app
+
+expect = playwright_api.expect
+
+CHROMIUM = os.environ.get("SAGA_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_installed() -> None:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium"
+
+
+@pytest.fixture
+async def base_url(stack: Stack) -> AsyncIterator[str]:
+    """`saga web` on a free port, served by uvicorn in the test's event loop."""
+    port = free_port()
+    config = uvicorn.Config(
+        web_app(stack), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def page(base_url: str) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
+        page.on("dialog", lambda dialog: dialog.accept())
+        yield page
+        await browser.close()
+
+
+async def open_saga(page: Any, base_url: str, sid: str) -> None:
+    """Log in through the login form, as an operator does, and land on the saga."""
+    await page.goto(f"{base_url}/sagas/{sid}")
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await expect(page.locator("#saga-id")).to_have_text(sid)
+
+
+def row(page: Any, step_id: str) -> Any:
+    return page.locator(f'#steps tr[data-step="{step_id}"]')
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+async def test_cancel_a_running_saga(page: Any, base_url: str, stack: Stack) -> None:
+    sid = await start(
+        stack,
+        apply("reserve-room", revert_delay=1.5),
+        apply("charge-card", revert_delay=1.5),
+        wait("wait-for-checkin", 300),
+        apply("send-receipt"),
+        approval=True,
+        request=f"Book a room for two nights and charge card {CARD}",
+        prefix="cancel",
+    )
+    await open_saga(page, base_url, sid)
+
+    # A plan waiting for approval: the plan is on the page, the card number is not.
+    await expect(page.locator("#status")).to_have_text("awaiting approval")
+    await expect(page.locator("#approval")).to_be_visible()
+    await expect(page.locator("#steps tbody tr")).to_have_count(4)
+    await expect(page.locator("#request")).to_contain_text("•••• 4242")
+    assert CARD not in await page.content()
+    await expect(page.locator("#cancel")).to_be_visible()
+
+    await page.click("#approve")
+    await expect(row(page, "charge-card")).to_have_attribute("data-status", "succeeded")
+    await expect(row(page, "wait-for-checkin")).to_have_attribute("data-status", "running")
+    await expect(row(page, "reserve-room")).to_contain_text("eff-")
+    await expect(page.locator("#approval")).to_be_hidden()
+
+    await page.click("#cancel")  # the confirm dialog is accepted
+    # Compensations run in reverse order: charge-card is undone while reserve-room waits.
+    await expect(row(page, "charge-card")).to_have_attribute("data-compensation", "running")
+    assert await row(page, "reserve-room").get_attribute("data-compensation") == "registered"
+    await expect(row(page, "charge-card")).to_have_attribute("data-compensation", "compensated")
+    await expect(row(page, "reserve-room")).to_have_attribute("data-compensation", "compensated")
+    await expect(page.locator("#outcome")).to_have_text("cancelled: 2 steps compensated")
+    await expect(page.locator("#status")).to_have_text("cancelled")
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await expect(row(page, "send-receipt")).to_have_attribute("data-status", "skipped")
+
+    log = await page.locator("#log").inner_text()
+    assert log.index("step charge-card compensation") < log.index("step reserve-room compensation")
+    assert effects.log_of(stack.effects, sid)[-2:] == [
+        ("revert", "charge-card"),
+        ("revert", "reserve-room"),
+    ]
+    await shot(page, "web-cancelled.png")
+
+
+async def test_approve_and_watch_it_complete(page: Any, base_url: str, stack: Stack) -> None:
+    sid = await start(
+        stack,
+        apply("reserve-room"),
+        wait("settle", 2),
+        apply("charge-card"),
+        approval=True,
+        request="Book a room for one night",
+        prefix="approve",
+    )
+    await open_saga(page, base_url, sid)
+    await expect(page.locator("#status")).to_have_text("awaiting approval")
+    plan_hash = await page.locator("#plan-hash").inner_text()
+    assert plan_hash
+
+    await page.click("#approve")
+    await expect(row(page, "settle")).to_have_attribute("data-status", "running")
+    await expect(page.locator("#status")).to_have_text("running")
+    await expect(page.locator("#outcome")).to_have_text("completed: 3 steps done")
+    await expect(page.locator("#status")).to_have_text("completed")
+    for step_id in ("reserve-room", "settle", "charge-card"):
+        await expect(row(page, step_id)).to_have_attribute("data-status", "succeeded")
+    await expect(row(page, "charge-card")).to_contain_text("eff-")
+    await expect(page.locator("#cancel")).to_be_hidden()
+    assert len(effects.effects_of(stack.effects, sid)) == 2
+    await shot(page, "web-completed.png")
+
+
+async def test_stuck_compensation_buttons(page: Any, base_url: str, stack: Stack) -> None:
+    sid = await start(
+        stack,
+        apply("reserve-room"),
+        apply("charge-card", revert_failures=100),
+        apply("book-flight", fail="before"),
+        request="Book a room and a flight",
+        prefix="stuck",
+    )
+    await open_saga(page, base_url, sid)
+    await expect(page.locator("#status")).to_have_text("needs attention")
+    stuck = row(page, "charge-card")
+    await expect(stuck).to_have_attribute("data-compensation", "failed")
+    await expect(stuck.get_by_role("button", name="Retry")).to_be_visible()
+    await expect(stuck.get_by_role("button", name="Mark resolved")).to_be_visible()
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await shot(page, "web-needs-attention.png")
+
+    await stuck.get_by_role("button", name="Retry").click()
+    await expect(stuck).to_contain_text("8 attempts")
+    await stuck.get_by_role("textbox").fill("refunded in the Stripe dashboard")
+    await stuck.get_by_role("button", name="Mark resolved").click()
+    await expect(page.locator("#outcome")).to_contain_text(
+        "failed and undone: 2 steps compensated, 1 step resolved by hand"
+    )
+    await expect(stuck).to_have_attribute("data-compensation", "resolved")
+    await expect(stuck).to_contain_text("refunded in the Stripe dashboard")
+    await shot(page, "web-resolved.png")
+
+
+async def test_list_page(page: Any, base_url: str, stack: Stack) -> None:
+    sid = await start(stack, apply("reserve-room"), approval=True, prefix="listed")
+    await page.goto(f"{base_url}/login?token={TOKEN}")
+    link = page.get_by_role("link", name=sid)
+    await expect(link).to_be_visible()
+    await expect(page.locator("#sagas tbody tr").first).to_contain_text(sid)
+    await shot(page, "web-list.png")
+    await link.click()
+    await expect(page.locator("#status")).to_have_text("awaiting approval")
+    await page.fill("#reject-reason", "not today")
+    await page.click("#reject")
+    outcome = page.locator("#outcome")
+    await expect(outcome).to_have_text("rejected: plan rejected: web operator: not today")

@@ -1,0 +1,82 @@
+"""`saga._live.watch`: the CLI's live table, against the real dev server and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from rich.console import Console
+
+from saga import SagaStatus, SagaWorkflow
+from saga._live import render, watch
+from tests.conftest import Stack, eventually
+from tests.web import CARD, apply, start, wait
+
+
+def terminal() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=True, width=160, color_system=None), out
+
+
+async def test_watch_until_completed(stack: Stack) -> None:
+    sid = await start(stack, apply("reserve"), wait("settle", 1), apply("charge"))
+    console, out = terminal()
+    result = await watch(stack.client, sid, console, interval=0.2)
+    assert result.status == SagaStatus.COMPLETED
+    text = out.getvalue()
+    assert "running" in text  # drawn while the steps ran, not only at the end
+    assert "completed: 3 steps done" in text
+    for step_id in ("reserve", "settle", "charge"):
+        assert step_id in text
+
+
+async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None:
+    sid = await start(
+        stack,
+        apply("reserve", revert_delay=0.5),
+        apply("charge", revert_delay=0.5),
+        wait("hold", 300),
+        request=f"pay with {CARD}",
+    )
+    console, out = terminal()
+    watching = asyncio.create_task(watch(stack.client, sid, console, interval=0.2))
+    handle = stack.client.get_workflow_handle_for(SagaWorkflow.run, sid)
+
+    async def holding() -> bool:
+        try:
+            state = await handle.query(SagaWorkflow.state)
+        except Exception:
+            return False
+        return any(s.id == "hold" and s.status == "running" for s in state.steps)
+
+    await eventually(holding)
+    await handle.cancel()
+    result = await asyncio.wait_for(watching, 60)
+    assert result.status == SagaStatus.CANCELLED
+    assert [s.compensation.value for s in result.steps] == ["compensated", "compensated", "none"]
+    text = out.getvalue()
+    assert "compensating" in text
+    assert "cancelled: 2 steps compensated" in text
+
+
+def test_render_masks_card_numbers() -> None:
+    from saga import SagaResult
+
+    state = SagaResult.model_validate(
+        {
+            "saga_id": "s",
+            "status": "running",
+            "steps": [
+                {
+                    "id": "charge",
+                    "action": "payments.charge",
+                    "status": "failed",
+                    "error": f"Declined: card {CARD} refused",
+                }
+            ],
+        }
+    )
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render(state))
+    assert CARD not in out.getvalue()
+    assert "•••• 4242" in out.getvalue()
