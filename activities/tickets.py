@@ -4,6 +4,12 @@ Redmine has no idempotency keys. The ticket's description ends with the line
 ``saga-key: <idempotency key>``, the issue id is written to the ledger as soon as
 Redmine answers, and a retry (a later attempt, or any attempt that finds an id in the
 ledger) first looks for the step's issue and adopts it instead of opening a second one.
+
+A look-up cannot see a create that Redmine is still processing (an earlier attempt gave
+up waiting, or its worker died mid-request), so after creating or adopting, every
+attempt settles: of all the issues carrying the step's marker it keeps the oldest and
+removes the others. The create waits long for Redmine's answer (``CREATE_TIMEOUT``) so
+that a slow Redmine does not cause such a retry in the first place.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from compensations.tickets import (
+    CREATE_TIMEOUT,
     HTTP_TIMEOUT,
     CloseResult,
     Redmine,
@@ -27,7 +34,7 @@ from compensations.tickets import (
     TicketResult,
     marker,
 )
-from saga import Settings, compensated_by, current_step
+from saga import Settings, StepContext, compensated_by, current_step
 
 __all__ = [
     "CloseResult",
@@ -68,8 +75,7 @@ class TicketActivities:
                 activity.logger.info(
                     "adopting issue %s of %s", existing["id"], step.idempotency_key
                 )
-                await step.record_external_id(str(existing["id"]))
-                return self._result(existing["id"])
+                return await self._settle(step, line, str(existing["id"]))
         issue: dict[str, Any] = {
             "project_id": inp.project or self.default_project,
             "subject": inp.subject,
@@ -79,12 +85,34 @@ class TicketActivities:
             issue["priority_id"] = await self._priority_id(inp.priority)
         if inp.assignee:
             issue["assigned_to_id"] = await self._user_id(inp.assignee)
-        body = await self.redmine.call("POST", "/issues.json", json={"issue": issue})
+        body = await self.redmine.call(
+            "POST", "/issues.json", json={"issue": issue}, http_timeout=CREATE_TIMEOUT
+        )
         issue_id = (body or {}).get("issue", {}).get("id")
         if issue_id is None:
             raise RuntimeError("Redmine created the issue but did not say its id")
         await step.record_external_id(str(issue_id))
-        return self._result(issue_id)
+        return await self._settle(step, line, str(issue_id))
+
+    async def _settle(self, step: StepContext, line: str, issue_id: str) -> TicketResult:
+        """Leave exactly one ticket for the step: the oldest, removing any later copy.
+
+        A copy exists when an earlier attempt's create landed in Redmine after this
+        attempt looked for it (its request was still being processed when the attempt
+        gave up, or its worker died mid-request). Every attempt settles after creating
+        or adopting, and all pick the same survivor, the lowest issue id.
+        """
+        marked = {str(i["id"]) for i in await self.redmine.issues_with_marker(line)}
+        keep, *copies = sorted(marked | {issue_id}, key=int)
+        for copy in copies:
+            activity.logger.warning(
+                "removing issue %s: a second ticket for %s (keeping %s)",
+                copy, step.idempotency_key, keep,
+            )  # fmt: skip
+            await self.redmine.remove_duplicate(copy, keep)
+        if keep != issue_id or copies:
+            await step.record_external_id(keep)
+        return self._result(keep)
 
     def _result(self, issue_id: Any) -> TicketResult:
         return TicketResult(external_id=str(issue_id), url=self.redmine.issue_url(issue_id))

@@ -25,6 +25,9 @@ from saga import StepContext, current_step
 
 MARKER_PREFIX = "saga-key: "
 HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+CREATE_TIMEOUT = httpx.Timeout(45.0, connect=5.0)
+"""Creating waits longer than other calls: giving up on a create that Redmine is still
+processing is what makes a retry race it (the activity's own timeout is 60 s)."""
 SEARCH_LIMIT = 100
 
 
@@ -81,6 +84,10 @@ class CloseOutcome(enum.StrEnum):
 class CloseResult(BaseModel):
     outcome: CloseOutcome
     external_id: str | None = Field(None, description="The issue acted on, if any.")
+    duplicates: list[str] = Field(
+        default_factory=list,
+        description="Other issues carrying the step's marker, undone the same way.",
+    )
 
 
 class TicketCompensation(enum.StrEnum):
@@ -104,6 +111,7 @@ class Redmine:
         self.http = http
         self.public_url = public_url.rstrip("/")
         self._closed_status: int | None = None
+        self._closed_ids: frozenset[int] = frozenset()
 
     async def aclose(self) -> None:
         """Close the HTTP client's connections (the worker's owner calls it at shutdown)."""
@@ -121,6 +129,7 @@ class Redmine:
         json: dict[str, Any] | None = None,
         params: httpx.QueryParams | None = None,
         missing_ok: bool = False,
+        http_timeout: httpx.Timeout | None = None,
     ) -> dict[str, Any] | None:
         """One REST call; its JSON body (``{}`` when empty), or None for a 404 if allowed."""
         if self.http is None:
@@ -129,7 +138,9 @@ class Redmine:
                 type="TicketsNotConfigured",
                 non_retryable=True,
             )
-        response = await self.http.request(method, path, json=json, params=params)
+        response = await self.http.request(
+            method, path, json=json, params=params, timeout=http_timeout or self.http.timeout
+        )
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code in (408, 429) or response.status_code >= 500:
@@ -191,6 +202,24 @@ class Redmine:
         # `~` is a LIKE on words: keep only issues with exactly this line.
         return [i for i in issues if carries_marker(i, line)]
 
+    async def remove_duplicate(self, issue_id: str, original: str) -> None:
+        """Delete a second ticket of a step; where deleting is refused, close it instead,
+        with a note naming the original."""
+        try:
+            await self.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
+        except ApplicationError:
+            await self.call(
+                "PUT",
+                f"/issues/{issue_id}.json",
+                json={
+                    "issue": {
+                        "status_id": await self.closed_status_id(),
+                        "notes": f"Closed automatically: a duplicate of #{original}, "
+                        "opened twice by a retried saga step.",
+                    }
+                },
+            )
+
     async def closed_status_id(self) -> int:
         """The id of the status named Closed (or else the first closed status)."""
         if self._closed_status is None:
@@ -205,7 +234,16 @@ class Redmine:
                 )
             named = [s for s in closed if str(s.get("name", "")).lower() == "closed"]
             self._closed_status = int((named or closed)[0]["id"])
+            self._closed_ids = frozenset(int(s["id"]) for s in closed)
         return self._closed_status
+
+    async def is_closed(self, issue: dict[str, Any]) -> bool:
+        """Whether the issue's status is a closed one (issue lists omit ``is_closed``)."""
+        status = _dict(issue.get("status"))
+        if "is_closed" in status:
+            return bool(status["is_closed"])
+        await self.closed_status_id()
+        return int(status.get("id", 0)) in self._closed_ids
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -238,33 +276,49 @@ class TicketCompensations:
     async def close_ticket(self, inp: TicketInput, result: TicketResult | None) -> CloseResult:
         """Close the step's ticket with a note saying why (or delete it); no-op if none.
 
-        The ticket is found by the recorded issue id, else by the step's marker line,
-        so this works when the forward step's result was lost (``result`` is None).
+        The ticket is found by the recorded issue id and by the step's marker line, so
+        this works when the forward step's result was lost (``result`` is None). Every
+        issue carrying the marker is undone, so a copy left by a retried create that
+        landed late does not outlive the saga.
         """
         step = current_step()
+        key = step.idempotency_key
         known = result.external_id if result is not None else step.recorded_external_id
-        issue = await self.redmine.find(known, marker(step.idempotency_key))
-        if issue is None:
-            activity.logger.info("close %s: no ticket, nothing to undo", step.idempotency_key)
+        found: dict[str, dict[str, Any]] = {}
+        if known:
+            recorded = await self.redmine.issue(known)
+            if recorded is not None:
+                found[str(recorded["id"])] = recorded
+        for issue in await self.redmine.issues_with_marker(marker(key)):
+            found.setdefault(str(issue["id"]), issue)
+        if not found:
+            activity.logger.info("close %s: no ticket, nothing to undo", key)
             return CloseResult(outcome=CloseOutcome.NOT_FOUND)
-        issue_id = str(issue["id"])
+        main = known if known in found else min(found, key=int)
+        outcomes = {i: await self._undo(step, i, found[i]) for i in sorted(found, key=int)}
+        return CloseResult(
+            outcome=outcomes[main],
+            external_id=main,
+            duplicates=[i for i in outcomes if i != main],
+        )
+
+    async def _undo(self, step: StepContext, issue_id: str, issue: dict[str, Any]) -> CloseOutcome:
+        key = step.idempotency_key
         if self.mode is TicketCompensation.DELETE:
             await self.redmine.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
-            activity.logger.info("close %s: deleted issue %s", step.idempotency_key, issue_id)
-            return CloseResult(outcome=CloseOutcome.DELETED, external_id=issue_id)
-        if _dict(issue.get("status")).get("is_closed"):
-            activity.logger.info(
-                "close %s: issue %s already closed", step.idempotency_key, issue_id
-            )
-            return CloseResult(outcome=CloseOutcome.ALREADY_CLOSED, external_id=issue_id)
+            activity.logger.info("close %s: deleted issue %s", key, issue_id)
+            return CloseOutcome.DELETED
+        if await self.redmine.is_closed(issue):
+            activity.logger.info("close %s: issue %s already closed", key, issue_id)
+            return CloseOutcome.ALREADY_CLOSED
         note = await compensation_note(step)
         await self.redmine.call(
             "PUT",
             f"/issues/{issue_id}.json",
             json={"issue": {"status_id": await self.redmine.closed_status_id(), "notes": note}},
         )
-        activity.logger.info("close %s: closed issue %s", step.idempotency_key, issue_id)
-        return CloseResult(outcome=CloseOutcome.CLOSED, external_id=issue_id)
+        activity.logger.info("close %s: closed issue %s", key, issue_id)
+        return CloseOutcome.CLOSED
 
 
 async def compensation_note(step: StepContext) -> str:

@@ -13,7 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from saga import SagaStatus, start_saga, wait_saga
 from tests import effects
@@ -46,6 +48,27 @@ def identity_pid(identity: str) -> int:
     return int(identity.split("@", 1)[0])
 
 
+async def all_polling(stack: Stack, queue: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until every worker process polls the queue for activities, so none starts late.
+
+    A worker that is still importing when the sagas start would find the work already done
+    by the others; the load-sharing claim is about workers that are up.
+    """
+
+    async def pollers() -> bool:
+        desc = await stack.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=stack.client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        seen = {identity_pid(p.identity) for p in desc.pollers}
+        return {p.pid for p in procs} <= seen
+
+    await eventually(pollers, timeout=120, interval=0.2)
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -67,6 +90,7 @@ async def test_workers_share_the_load(stack: Stack, tmp_path: Path) -> None:
     workers = [spawn_worker(stack, queue, tmp_path / f"worker{i}.log") for i in range(2)]
     sagas = [unique("share") for _ in range(20)]
     try:
+        await all_polling(stack, queue, workers)
         for sid in sagas:
             await start_saga(stack.client, plan(0.3), saga_id=sid, task_queue=queue)
         results = await asyncio.wait_for(
@@ -91,6 +115,7 @@ async def test_sigkill_one_worker_under_load_loses_nothing(
     victim = workers[0]
     sagas = [unique("load") for _ in range(30)]
     try:
+        await all_polling(stack, queue, workers)
         for sid in sagas:
             await start_saga(stack.client, plan(4), saga_id=sid, task_queue=queue)
 

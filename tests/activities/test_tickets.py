@@ -30,6 +30,7 @@ class TicketStack:
     client: Client
     settings: Settings
     ledger: Ledger
+    create_ticket: Any
 
     async def run(self, steps: list[dict[str, Any]]) -> SagaResult:
         sid = unique("tickets")
@@ -55,7 +56,7 @@ async def _worker(
     ticket_acts = tickets.build(settings)
     acts = ticket_acts + effects.build_activities(settings)
     async with create_worker(client, settings, ledger, activities=acts):
-        yield TicketStack(client, settings, ledger)
+        yield TicketStack(client, settings, ledger, ticket_acts[0])
     await ticket_acts[0].__self__.redmine.aclose()  # type: ignore[attr-defined]
     ledger.close()
 
@@ -244,24 +245,27 @@ async def test_api_key_never_reaches_the_workflow_history(
         assert redmine.api_key not in repr(step)
 
 
-async def test_ticket_known_only_by_its_marker_is_found_and_closed(
+async def test_tickets_known_only_by_their_marker_are_found_and_closed(
     close_stack: TicketStack, rest: httpx.AsyncClient
 ) -> None:
-    """The create took effect but neither its response nor its id reached the ledger:
-    the compensation finds the ticket by the step's marker line alone."""
+    """Creates took effect but neither their responses nor their ids reached the
+    ledger: the compensation finds the tickets by the step's marker line alone, and
+    closes every one of them."""
     sid = unique("tickets")
-    made = await rest.post(
-        "/issues.json",
-        json={
-            "issue": {
-                "project_id": "ops",
-                "subject": "made by a lost attempt",
-                "description": f"saga-key: {sid}/t",
-            }
-        },
-    )
-    assert made.status_code == 201, made.text
-    orphan = made.json()["issue"]["id"]
+    orphans = []
+    for _ in range(2):
+        made = await rest.post(
+            "/issues.json",
+            json={
+                "issue": {
+                    "project_id": "ops",
+                    "subject": "made by a lost attempt",
+                    "description": f"saga-key: {sid}/t",
+                }
+            },
+        )
+        assert made.status_code == 201, made.text
+        orphans.append(made.json()["issue"]["id"])
     # The step itself is rejected by Redmine, so the ledger never holds an id for it.
     await start_saga(
         close_stack.client,
@@ -272,9 +276,54 @@ async def test_ticket_known_only_by_its_marker_is_found_and_closed(
     result = await wait_saga(close_stack.client, sid)
     assert result.status == SagaStatus.COMPENSATED, result
     assert result.steps[0].external_id is None
-    found = await issue(rest, str(orphan))
-    assert found is not None and found["status"]["name"] == "Closed"
-    assert await issues_marked(rest, sid, "t") == [orphan]
+    for orphan in orphans:
+        found = await issue(rest, str(orphan))
+        assert found is not None and found["status"]["name"] == "Closed", orphan
+        notes = [j["notes"] for j in found["journals"] if j.get("notes")]
+        assert len(notes) == 1 and sid in notes[0], notes
+    assert await issues_marked(rest, sid, "t") == orphans
+
+
+class LateCopyRedmine(tickets.Redmine):
+    """Redmine, where an earlier attempt's create lands just before this attempt's own:
+    the earlier request was still being processed when this attempt looked for it."""
+
+    def __init__(self, http: httpx.AsyncClient | None, public_url: str) -> None:
+        super().__init__(http, public_url)
+        self.made: list[int] = []
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        if method == "POST" and path == "/issues.json":
+            if not self.made:  # the earlier attempt's create, landing now
+                self.made.append(await self._create(path, **kwargs))
+            made = await self._create(path, **kwargs)
+            self.made.append(made)
+            return {"issue": {"id": made}}
+        return await super().call(method, path, **kwargs)
+
+    async def _create(self, path: str, **kwargs: Any) -> int:
+        return int((await super().call("POST", path, **kwargs) or {})["issue"]["id"])
+
+
+async def test_a_copy_landing_late_from_an_earlier_attempt_is_removed(
+    close_stack: TicketStack, rest: httpx.AsyncClient
+) -> None:
+    forward = close_stack.create_ticket.__self__  # type: ignore[attr-defined]
+    real = forward.redmine
+    forward.redmine = late = LateCopyRedmine(real.http, real.public_url)
+    try:
+        result = await close_stack.run([ticket_step()])
+    finally:
+        forward.redmine = real
+    assert result.status == SagaStatus.COMPLETED, result
+    # Two tickets were made; the step keeps the oldest and deletes its own later copy.
+    assert len(late.made) == 2
+    earlier, copy = late.made
+    assert result.steps[0].external_id == str(earlier)
+    assert await issues_marked(rest, result.saga_id, "t") == [earlier]
+    assert await issue(rest, str(copy)) is None
+    step = close_stack.ledger.step(f"{result.saga_id}/t")
+    assert step is not None and step.external_id == str(earlier)
 
 
 async def test_unknown_assignee_is_rejected_before_anything_is_created(
