@@ -102,8 +102,16 @@ def create_worker(
 
     The model activities come from the client's agents plugin; a client without one gets
     it here (configured by ``agent_settings``, default: the environment).
+
+    ``activities=[]`` makes a workflow-only worker: it polls no activity tasks (its saga
+    outcome record runs as a local activity), so steps, compensations and model calls go
+    to the queue's activity workers (``workflows=False``).
     """
     acts = list(load_activities(settings) if activities is None else activities)
+    if workflows and activities is not None and not acts:
+        # A workflow-only worker: its one activity runs locally, so it must not poll the
+        # queue's activity tasks, or it would take (and fail) steps it cannot run.
+        worker_options.setdefault("no_remote_activities", True)
     acts.append(LedgerActivities(ledger).record_saga_outcome)
     return Worker(
         with_agents_plugin(client, agent_settings),

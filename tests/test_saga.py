@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -324,7 +325,9 @@ async def test_cancel_arriving_with_an_activity_completion_is_not_swallowed(
     other = await Client.connect(
         client.service_client.config.target_host, data_converter=client.data_converter
     )
-    activity_worker = create_worker(other, settings, stack.ledger, workflows=False)
+    activity_worker = create_worker(
+        other, settings, stack.ledger, workflows=False, identity=f"activities-{sid}"
+    )
     async with activity_worker:
         workflow_worker = create_worker(
             client, settings, stack.ledger, activities=[], max_cached_workflows=0
@@ -346,6 +349,16 @@ async def test_cancel_arriving_with_an_activity_completion_is_not_swallowed(
         ("revert", "b"),
         ("revert", "a"),
     ]
+    # The workflow-only workers took no activity task: every step and compensation ran,
+    # at its first attempt, on the activity worker.
+    history = await client.get_workflow_handle(sid).fetch_history()
+    started = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert len(started) == 4
+    assert {(a.identity, a.attempt) for a in started} == {(f"activities-{sid}", 1)}
 
 
 # -- compensations that fail -------------------------------------------------------------
