@@ -1,6 +1,6 @@
 """Overhead of the saga machinery: N concurrent sagas against N bare Temporal workflows.
 
-    .venv/bin/python tests/bench/bench_saga.py [--sagas 200] [--steps 5] [--rounds 1]
+    .venv/bin/python tests/bench/bench_saga.py [--sagas 200] [--steps 5] [--rounds 4]
         [--ledger sqlite,postgresql] [--profile DIR]
 
 One embedded Temporal dev server for the whole run. Each case runs N bare workflows (a
@@ -350,9 +350,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                     ),
                                 }
                             )
-                    best = min(rounds, key=lambda x: x["ratio"])
+                    # The median, not the best round: which of the two runs goes second
+                    # in a round matters on a small machine, so rounds alternate the
+                    # order and every round counts.
+                    middle = sorted(rounds, key=lambda x: x["ratio"])[(len(rounds) - 1) // 2]
                     report["cases"][case] = {
-                        **best,
+                        "median_round": middle,
+                        "ratio": round(statistics.median(x["ratio"] for x in rounds), 2),
+                        "cpu_ratio": round(statistics.median(x["cpu_ratio"] for x in rounds), 2),
                         "ratios": [x["ratio"] for x in rounds],
                         "cpu_ratios": [x["cpu_ratio"] for x in rounds],
                         "load": [round(x, 2) for x in os.getloadavg()],
@@ -371,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sagas", type=int, default=200, help="concurrent sagas (and bare workflows)")
     p.add_argument("--steps", type=int, default=5, help="steps per saga")
-    p.add_argument("--rounds", type=int, default=1, help="repeat each case; best ratio shown")
+    p.add_argument(
+        "--rounds", type=int, default=4, help="repeat each case, alternating which runs first; "
+        "the median ratio is reported"
+    )
     p.add_argument("--ledger", default="sqlite,postgresql", help="ledgers to measure")
     p.add_argument("--profile", type=Path, help="write cProfile files of the saga runs here")
     p.add_argument("--deadline", type=float, default=DEADLINE, help="seconds allowed per run")
