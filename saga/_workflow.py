@@ -308,7 +308,6 @@ class SagaWorkflow:
                     heartbeat_timeout=spec.heartbeat_timeout,
                     retry_policy=spec.retry_policy,
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                    summary=f"{spec.name} ({step_id})",
                 )
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError) or (
@@ -349,7 +348,6 @@ class SagaWorkflow:
                     activity_id=f"{step_id}{COMPENSATE}{round_}",
                     start_to_close_timeout=spec.compensation_timeout,
                     retry_policy=spec.compensation_retry_policy,
-                    summary=f"undo {spec.name} ({step_id})",
                 )
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
