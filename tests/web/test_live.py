@@ -33,8 +33,8 @@ async def test_watch_until_completed(stack: Stack) -> None:
 async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None:
     sid = await start(
         stack,
-        apply("reserve", revert_delay=0.5),
-        apply("charge", revert_delay=0.5),
+        apply("reserve", revert_delay=1.5),
+        apply("charge", revert_delay=1.5),
         wait("hold", 300),
         request=f"pay with {CARD}",
     )
@@ -42,14 +42,13 @@ async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None
     watching = asyncio.create_task(watch(stack.client, sid, console, interval=0.2))
     handle = stack.client.get_workflow_handle_for(SagaWorkflow.run, sid)
 
-    async def holding() -> bool:
-        try:
-            state = await handle.query(SagaWorkflow.state)
-        except Exception:
-            return False
-        return any(s.id == "hold" and s.status == "running" for s in state.steps)
+    def drawn_holding() -> bool:
+        """The watcher has drawn the saga waiting at `hold`: it is up and polling."""
+        return any(
+            "hold" in line and "running" in line for line in out.getvalue().splitlines()
+        )
 
-    await eventually(holding)
+    await eventually(drawn_holding, timeout=60)
     await handle.cancel()
     result = await asyncio.wait_for(watching, 60)
     assert result.status == SagaStatus.CANCELLED
