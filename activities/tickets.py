@@ -75,7 +75,9 @@ class TicketActivities:
                 activity.logger.info(
                     "adopting issue %s of %s", existing["id"], step.idempotency_key
                 )
-                return await self._settle(step, line, str(existing["id"]))
+                return await self._settle(
+                    step, line, str(existing["id"]), recorded=step.recorded_external_id
+                )
         issue: dict[str, Any] = {
             "project_id": inp.project or self.default_project,
             "subject": inp.subject,
@@ -92,15 +94,18 @@ class TicketActivities:
         if issue_id is None:
             raise RuntimeError("Redmine created the issue but did not say its id")
         await step.record_external_id(str(issue_id))
-        return await self._settle(step, line, str(issue_id))
+        return await self._settle(step, line, str(issue_id), recorded=str(issue_id))
 
-    async def _settle(self, step: StepContext, line: str, issue_id: str) -> TicketResult:
+    async def _settle(
+        self, step: StepContext, line: str, issue_id: str, *, recorded: str | None
+    ) -> TicketResult:
         """Leave exactly one ticket for the step: the oldest, removing any later copy.
 
         A copy exists when an earlier attempt's create landed in Redmine after this
         attempt looked for it (its request was still being processed when the attempt
         gave up, or its worker died mid-request). Every attempt settles after creating
-        or adopting, and all pick the same survivor, the lowest issue id.
+        or adopting, and all pick the same survivor, the lowest issue id, which goes to
+        the ledger unless it is the id the ledger already holds (``recorded``).
         """
         marked = {str(i["id"]) for i in await self.redmine.issues_with_marker(line)}
         keep, *copies = sorted(marked | {issue_id}, key=int)
@@ -110,7 +115,7 @@ class TicketActivities:
                 copy, step.idempotency_key, keep,
             )  # fmt: skip
             await self.redmine.remove_duplicate(copy, keep)
-        if keep != issue_id or copies:
+        if keep != recorded:
             await step.record_external_id(keep)
         return self._result(keep)
 

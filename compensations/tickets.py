@@ -208,17 +208,19 @@ class Redmine:
         try:
             await self.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
         except ApplicationError:
-            await self.call(
-                "PUT",
-                f"/issues/{issue_id}.json",
-                json={
-                    "issue": {
-                        "status_id": await self.closed_status_id(),
-                        "notes": f"Closed automatically: a duplicate of #{original}, "
-                        "opened twice by a retried saga step.",
-                    }
-                },
+            await self.close(
+                issue_id,
+                f"Closed automatically: a duplicate of #{original}, "
+                "opened twice by a retried saga step.",
             )
+
+    async def close(self, issue_id: str, note: str) -> None:
+        """Move the issue to the Closed status, with ``note`` in its journal."""
+        await self.call(
+            "PUT",
+            f"/issues/{issue_id}.json",
+            json={"issue": {"status_id": await self.closed_status_id(), "notes": note}},
+        )
 
     async def closed_status_id(self) -> int:
         """The id of the status named Closed (or else the first closed status)."""
@@ -311,12 +313,7 @@ class TicketCompensations:
         if await self.redmine.is_closed(issue):
             activity.logger.info("close %s: issue %s already closed", key, issue_id)
             return CloseOutcome.ALREADY_CLOSED
-        note = await compensation_note(step)
-        await self.redmine.call(
-            "PUT",
-            f"/issues/{issue_id}.json",
-            json={"issue": {"status_id": await self.redmine.closed_status_id(), "notes": note}},
-        )
+        await self.redmine.close(issue_id, await compensation_note(step))
         activity.logger.info("close %s: closed issue %s", key, issue_id)
         return CloseOutcome.CLOSED
 
