@@ -9,9 +9,11 @@ mode with a busy timeout, PostgreSQL through the same statements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,14 +22,17 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
+    Connection,
     DateTime,
     Engine,
     Integer,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
+    func,
     select,
     update,
 )
@@ -155,8 +160,117 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+class _Writes:
+    """The statements of the hot path, built once with bind parameters.
+
+    Each step costs two of these transactions; building and compiling a statement per
+    call cost more than the database itself (about 0.7 ms against 0.1 ms a step on
+    SQLite), so they are built here once and SQLAlchemy's compiled cache does the rest.
+    """
+
+    def __init__(self, insert: Callable[[Table], Any]) -> None:
+        s, sagas = _STEPS, _SAGAS
+        by_key = s.c.idempotency_key == bindparam("k")
+        self.open_saga = (
+            insert(sagas)
+            .values(
+                saga_id=bindparam("sid"),
+                status="running",
+                created_at=bindparam("now"),
+                updated_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing()
+        )
+        self.claim_step = (
+            insert(s)
+            .values(
+                idempotency_key=bindparam("k"),
+                saga_id=bindparam("sid"),
+                step_id=bindparam("step"),
+                action=bindparam("act"),
+                status=StepRow.RUNNING.value,
+                attempts=bindparam("attempt"),
+                compensation_status="none",
+                compensation_attempts=0,
+                started_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing()
+            .returning(s.c.idempotency_key)
+        )
+        self.read_step = select(s).where(by_key)
+        self.retry_step = (
+            update(s).where(by_key).values(status=StepRow.RUNNING.value, attempts=s.c.attempts + 1)
+        )
+        self.finish_step = (
+            update(s)
+            .where(by_key)
+            .values(
+                status=StepRow.SUCCEEDED.value,
+                result=bindparam("res"),
+                external_id=bindparam("ext"),
+                error=None,
+                finished_at=bindparam("now"),
+            )
+        )
+        self.external_id = update(s).where(by_key).values(external_id=bindparam("ext"))
+        self.fail_step = (
+            update(s)
+            .where(by_key, s.c.status != StepRow.SUCCEEDED.value)
+            .values(
+                status=StepRow.FAILED.value, error=bindparam("err"), finished_at=bindparam("now")
+            )
+        )
+        self.begin_compensation = (
+            update(s)
+            .where(by_key)
+            .values(
+                compensation_status="running",
+                compensation_attempts=s.c.compensation_attempts + 1,
+            )
+        )
+        self.compensated = (
+            update(s)
+            .where(by_key)
+            .values(
+                compensation_status="compensated",
+                compensation_error=None,
+                compensation_result=bindparam("res"),
+                compensated_at=bindparam("now"),
+            )
+        )
+        self.compensation_failed = (
+            update(s)
+            .where(by_key)
+            .values(compensation_status=bindparam("st"), compensation_error=bindparam("err"))
+        )
+        upsert = insert(sagas).values(
+            saga_id=bindparam("sid"),
+            status=bindparam("st"),
+            error=bindparam("err"),
+            request=bindparam("req"),
+            plan=bindparam("pln", type_=JSON(none_as_null=True)),
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        # A request or plan not given (None) keeps the one already recorded.
+        self.record_saga = upsert.on_conflict_do_update(
+            index_elements=[sagas.c.saga_id],
+            set_={
+                "status": upsert.excluded.status,
+                "error": upsert.excluded.error,
+                "updated_at": upsert.excluded.updated_at,
+                "request": func.coalesce(upsert.excluded.request, sagas.c.request),
+                "plan": func.coalesce(upsert.excluded.plan, sagas.c.plan),
+            },
+        )
+
+
 class Ledger:
-    """Synchronous ledger API; the activity wrapper calls it from a worker thread."""
+    """Synchronous ledger API; the activity wrapper calls it from the ledger's threads.
+
+    Writes run on a connection each thread keeps (no pool checkout per write); reads
+    take one from the pool.
+    """
 
     def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
         self.url = url
@@ -168,9 +282,12 @@ class Ledger:
             max_workers=1 if sqlite_db else 8, thread_name_prefix="ledger"
         )
         self._sagas_seen: set[str] = set()
-        self._insert = (
+        self._w = _Writes(
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
+        self._local = threading.local()
+        self._held: set[Connection] = set()
+        self._held_lock = threading.Lock()
         if auto_migrate:
             migrate(self.engine)
 
@@ -181,8 +298,35 @@ class Ledger:
         )
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._held_lock:
+            held, self._held = self._held, set()
+        for conn in held:
+            with contextlib.suppress(Exception):
+                conn.close()
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One transaction on this thread's own connection."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            with self._held_lock:
+                self._held.add(conn)
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            # The connection may be broken (a restarted PostgreSQL): the next write on
+            # this thread opens a fresh one.
+            self._local.conn = None
+            with self._held_lock:
+                self._held.discard(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
 
     # -- forward steps -------------------------------------------------------------
     def begin_step(
@@ -190,114 +334,72 @@ class Ledger:
     ) -> StepSnapshot | None:
         """Claim the step. Returns the existing row when the key was seen before."""
         now = _now()
-        steps = _STEPS
-        with self.engine.begin() as conn:
+        w = self._w
+        with self._writing() as conn:
             if saga_id not in self._sagas_seen:
-                conn.execute(
-                    self._insert(_SAGAS)
-                    .values(saga_id=saga_id, status="running", created_at=now, updated_at=now)
-                    .on_conflict_do_nothing()
-                )
-                # Later steps skip this statement (record_saga upserts the row at the end
-                # in any case, should this transaction roll back).
-                if len(self._sagas_seen) > 10_000:
-                    self._sagas_seen.clear()
-                self._sagas_seen.add(saga_id)
+                conn.execute(w.open_saga, {"sid": saga_id, "now": now})
             inserted = conn.execute(
-                self._insert(steps)
-                .values(
-                    idempotency_key=key,
-                    saga_id=saga_id,
-                    step_id=step_id,
-                    action=action,
-                    status=StepRow.RUNNING.value,
-                    attempts=attempt,
-                    compensation_status="none",
-                    compensation_attempts=0,
-                    started_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(steps.c.idempotency_key)
+                w.claim_step,
+                {
+                    "k": key,
+                    "sid": saga_id,
+                    "step": step_id,
+                    "act": action,
+                    "attempt": attempt,
+                    "now": now,
+                },
             ).first()
             if inserted is not None:
-                return None
-            row = conn.execute(select(steps).where(steps.c.idempotency_key == key)).one()
-            snap = _snapshot(row)
-            if snap.compensation_status not in ("none",):
-                raise StepAlreadyCompensated(
-                    f"step {step_id} of saga {saga_id} was already compensated "
-                    f"({snap.compensation_status}); it will not run again"
-                )
-            if snap.status != StepRow.SUCCEEDED.value:
-                conn.execute(
-                    update(steps)
-                    .where(steps.c.idempotency_key == key)
-                    .values(status=StepRow.RUNNING.value, attempts=steps.c.attempts + 1)
-                )
-            return snap
+                snap = None
+            else:
+                snap = _snapshot(conn.execute(w.read_step, {"k": key}).one())
+                if snap.compensation_status == "none" and snap.status != StepRow.SUCCEEDED.value:
+                    conn.execute(w.retry_step, {"k": key})
+        # Later steps skip the saga row (record_saga upserts it at the end in any case).
+        if len(self._sagas_seen) > 10_000:
+            self._sagas_seen.clear()
+        self._sagas_seen.add(saga_id)
+        if snap is not None and snap.compensation_status != "none":
+            raise StepAlreadyCompensated(
+                f"step {step_id} of saga {saga_id} was already compensated "
+                f"({snap.compensation_status}); it will not run again"
+            )
+        return snap
 
     def finish_step(self, key: str, result: dict[str, Any] | None, external_id: str | None) -> None:
-        steps = _STEPS
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
-                update(steps)
-                .where(steps.c.idempotency_key == key)
-                .values(
-                    status=StepRow.SUCCEEDED.value,
-                    result=result,
-                    external_id=external_id,
-                    error=None,
-                    finished_at=_now(),
-                )
+                self._w.finish_step, {"k": key, "res": result, "ext": external_id, "now": _now()}
             )
 
     def record_external_id(self, key: str, external_id: str) -> None:
         """Record an external id mid-step, before the step's result is known."""
-        steps = _STEPS
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(steps).where(steps.c.idempotency_key == key).values(external_id=external_id)
-            )
+        with self._writing() as conn:
+            conn.execute(self._w.external_id, {"k": key, "ext": external_id})
 
     def fail_step(self, key: str, error: str) -> None:
         """Record a failed attempt, unless another attempt of the step already succeeded
         (a stale attempt, retried after a heartbeat timeout, may fail last)."""
-        steps = _STEPS
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(steps)
-                .where(
-                    steps.c.idempotency_key == key,
-                    steps.c.status != StepRow.SUCCEEDED.value,
-                )
-                .values(status=StepRow.FAILED.value, error=error, finished_at=_now())
-            )
+        with self._writing() as conn:
+            conn.execute(self._w.fail_step, {"k": key, "err": error, "now": _now()})
 
     # -- compensations -------------------------------------------------------------
     def begin_compensation(self, key: str) -> StepSnapshot | None:
-        steps = _STEPS
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(steps)
-                .where(steps.c.idempotency_key == key)
-                .values(
-                    compensation_status="running",
-                    compensation_attempts=steps.c.compensation_attempts + 1,
-                )
-            )
-            row = conn.execute(select(steps).where(steps.c.idempotency_key == key)).first()
+        with self._writing() as conn:
+            conn.execute(self._w.begin_compensation, {"k": key})
+            row = conn.execute(self._w.read_step, {"k": key}).first()
         return _snapshot(row) if row is not None else None
 
     def finish_compensation(
         self, key: str, status: str, result: dict[str, Any] | None, error: str | None
     ) -> None:
-        steps = _STEPS
-        values: dict[str, Any] = {"compensation_status": status, "compensation_error": error}
-        if status == "compensated":
-            values["compensation_result"] = result
-            values["compensated_at"] = _now()
-        with self.engine.begin() as conn:
-            conn.execute(update(steps).where(steps.c.idempotency_key == key).values(**values))
+        with self._writing() as conn:
+            if status == "compensated":
+                conn.execute(self._w.compensated, {"k": key, "res": result, "now": _now()})
+            else:
+                conn.execute(
+                    self._w.compensation_failed, {"k": key, "st": status, "err": error}
+                )
 
     # -- sagas ---------------------------------------------------------------------
     def record_saga(
@@ -309,18 +411,17 @@ class Ledger:
         request: str | None = None,
         plan: Any = None,
     ) -> None:
-        now = _now()
-        table = _SAGAS
-        values: dict[str, Any] = {"status": status, "error": error, "updated_at": now}
-        if request is not None:
-            values["request"] = request
-        if plan is not None:
-            values["plan"] = plan
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
-                self._insert(table)
-                .values(saga_id=saga_id, created_at=now, **values)
-                .on_conflict_do_update(index_elements=[table.c.saga_id], set_=values)
+                self._w.record_saga,
+                {
+                    "sid": saga_id,
+                    "st": status,
+                    "err": error,
+                    "req": request,
+                    "pln": plan,
+                    "now": _now(),
+                },
             )
 
     def steps(self, saga_id: str) -> list[StepSnapshot]:
