@@ -317,6 +317,7 @@ class _Writes:
                 compensation_status="running",
                 compensation_attempts=s.c.compensation_attempts + 1,
             )
+            .returning(*s.c)
         )
         self.compensated = (
             update(s)
@@ -472,8 +473,7 @@ class Ledger:
     # -- compensations -------------------------------------------------------------
     def begin_compensation(self, key: str) -> StepSnapshot | None:
         with self._writing() as conn:
-            conn.execute(self._w.begin_compensation, {"k": key})
-            row = conn.execute(self._w.read_step, {"k": key}).first()
+            row = conn.execute(self._w.begin_compensation, {"k": key}).first()
         return _snapshot(row) if row is not None else None
 
     def finish_compensation(
