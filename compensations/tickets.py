@@ -206,13 +206,17 @@ class Redmine:
         """Delete a second ticket of a step; where deleting is refused, close it instead,
         with a note naming the original."""
         try:
-            await self.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
+            await self.delete(issue_id)
         except ApplicationError:
             await self.close(
                 issue_id,
                 f"Closed automatically: a duplicate of #{original}, "
                 "opened twice by a retried saga step.",
             )
+
+    async def delete(self, issue_id: str) -> None:
+        """Delete the issue (one already gone counts as deleted)."""
+        await self.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
 
     async def close(self, issue_id: str, note: str) -> None:
         """Move the issue to the Closed status, with ``note`` in its journal."""
@@ -307,7 +311,7 @@ class TicketCompensations:
     async def _undo(self, step: StepContext, issue_id: str, issue: dict[str, Any]) -> CloseOutcome:
         key = step.idempotency_key
         if self.mode is TicketCompensation.DELETE:
-            await self.redmine.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
+            await self.redmine.delete(issue_id)
             activity.logger.info("close %s: deleted issue %s", key, issue_id)
             return CloseOutcome.DELETED
         if await self.redmine.is_closed(issue):

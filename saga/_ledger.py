@@ -182,7 +182,7 @@ class _Writers:
 
     def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
         if self._closed:
-            raise RuntimeError("the ledger is closed")
+            raise _closed()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Call(loop, fut, fn, args))
@@ -228,8 +228,12 @@ class _Writers:
             if call is not None:
                 with contextlib.suppress(RuntimeError):
                     call.loop.call_soon_threadsafe(
-                        _settle, [(call, False, RuntimeError("the ledger is closed"))]
+                        _settle, [(call, False, _closed())]
                     )
+
+
+def _closed() -> RuntimeError:
+    return RuntimeError("the ledger is closed")
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ class _Writes:
             .where(by_key)
             .values(
                 compensation_status="compensated",
-                compensation_error=None,
+                compensation_error=bindparam("err"),
                 compensation_result=bindparam("res"),
                 compensated_at=bindparam("now"),
             )
@@ -481,7 +485,9 @@ class Ledger:
     ) -> None:
         with self._writing() as conn:
             if status == "compensated":
-                conn.execute(self._w.compensated, {"k": key, "res": result, "now": _now()})
+                conn.execute(
+                    self._w.compensated, {"k": key, "res": result, "err": error, "now": _now()}
+                )
             else:
                 conn.execute(self._w.compensation_failed, {"k": key, "st": status, "err": error})
 
@@ -517,9 +523,8 @@ class Ledger:
         return [_snapshot(r) for r in rows]
 
     def step(self, key: str) -> StepSnapshot | None:
-        steps = _STEPS
         with self.engine.connect() as conn:
-            row = conn.execute(select(steps).where(steps.c.idempotency_key == key)).first()
+            row = conn.execute(self._w.read_step, {"k": key}).first()
         return _snapshot(row) if row is not None else None
 
     def saga(self, saga_id: str) -> dict[str, Any] | None:
