@@ -11,13 +11,24 @@ export DEBIAN_FRONTEND=noninteractive
 export RAILS_ENV=production X_DEBIAN_SITEID=default REDMINE_INSTANCE=default
 started=$(date +%s)
 
+# 0. Ruby and Debian's own bundler first. Debian's Ruby security update (libruby3.1
+#    3.1.7-1~deb12u2) ships a newer bundler as Ruby's default gem, and that one cannot see
+#    gems installed by Debian packages (`GemNotFound: racc-...`), so the redmine package's
+#    own post-install `bundle install --local` fails. Debian's `ruby-bundler` works: every
+#    bundle/rake/rails call below, and the package's scripts, run with BUNDLER_VERSION set
+#    to whichever version of it this image has.
+if ! dpkg-query -W -f='${Status}\n' ruby-bundler 2>/dev/null | grep -q 'ok installed'; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends ruby ruby-bundler
+fi
+bundler_version=$(dpkg-query -W -f='${Version}' ruby-bundler)
+bundler_version=${bundler_version#*:}   # epoch
+bundler_version=${bundler_version%%-*}  # Debian revision
+export BUNDLER_VERSION="$bundler_version"
+echo "redmine: using Debian's bundler $BUNDLER_VERSION"
+
 # 1. Packages, with dbconfig-common preseeded to create the SQLite database.
-installed=$(dpkg-query -W -f='${Status}\n' redmine redmine-sqlite ruby-webrick 2>/dev/null \
-  | grep -c 'ok installed' || true)
-if [ "$installed" = 3 ]; then
-  echo "redmine: packages already installed"
-else
-  cat <<'SEL' | debconf-set-selections
+cat <<'SEL' | debconf-set-selections
 redmine redmine/current-instances string default
 redmine redmine/instances/default/dbconfig-install boolean true
 redmine redmine/instances/default/database-type select sqlite3
@@ -25,6 +36,17 @@ redmine redmine/instances/default/db/dbname string redmine_default
 redmine redmine/instances/default/db/basepath string /var/lib/dbconfig-common/sqlite3/redmine/instances/default
 redmine redmine/instances/default/default-language select en
 SEL
+installed=$(dpkg-query -W -f='${Status}\n' redmine redmine-sqlite ruby-webrick 2>/dev/null \
+  | grep -c 'ok installed' || true)
+if [ "$installed" = 3 ]; then
+  echo "redmine: packages already installed"
+elif dpkg-query -W -f='${db:Status-Abbrev}\n' redmine 2>/dev/null | grep -q '^i[FU]'; then
+  # A run that failed before this script set BUNDLER_VERSION leaves the package
+  # unpacked but not configured (`iF`): configure it again with the right bundler.
+  echo "redmine: package half-configured; configuring again"
+  dpkg --configure -a
+  apt-get install -y -q --no-install-recommends redmine-sqlite redmine ruby-webrick
+else
   apt-get update -q
   apt-get install -y -q --no-install-recommends redmine-sqlite redmine ruby-webrick
 fi

@@ -53,6 +53,19 @@ def _api_key() -> str:
     return key
 
 
+def _debian_bundler_version() -> str | None:
+    """The version of Debian's `ruby-bundler`, which `.ci/install-redmine.sh` uses for every
+    bundle/rake/rails call (Ruby's default bundler cannot see Debian's gems)."""
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "ruby-bundler"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.split(":", 1)[-1].split("-", 1)[0] or None
+
+
 def _wait_until_up(proc: subprocess.Popen[bytes], url: str, key: str, log_file: Path) -> None:
     def check() -> None:
         if proc.poll() is not None:
@@ -94,6 +107,8 @@ class RedmineProcess:
         self.started = time.monotonic()
         env = {**os.environ, "RAILS_ENV": "production", "X_DEBIAN_SITEID": "default"}
         env.setdefault("REDMINE_INSTANCE", "default")
+        if bundler := _debian_bundler_version():
+            env.setdefault("BUNDLER_VERSION", bundler)
         with self.log_file.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
