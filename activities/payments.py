@@ -36,9 +36,7 @@ __all__ = ["ChargeInput", "ChargeResult", "PaymentActivities", "build"]
 
 
 class PaymentActivities:
-    def __init__(
-        self, client: stripe.StripeClient, *, test_mode: bool, localstripe: bool
-    ) -> None:
+    def __init__(self, client: stripe.StripeClient, *, test_mode: bool, localstripe: bool) -> None:
         self._client = client
         self._test_mode = test_mode
         self._localstripe = localstripe
@@ -121,8 +119,12 @@ class PaymentActivities:
         created = await self._client.v1.payment_methods.create_async(
             {
                 "type": "card",
-                "card": {"number": inp.card_number, "exp_month": 12, "exp_year": 2034,
-                         "cvc": "123"},
+                "card": {
+                    "number": inp.card_number,
+                    "exp_month": 12,
+                    "exp_year": 2034,
+                    "cvc": "123",
+                },
             },
             {"idempotency_key": f"{key}/payment_method"},
         )
@@ -139,8 +141,9 @@ class PaymentActivities:
         error = intent.last_payment_error
         message = (error.message if error else None) or f"payment {intent.id} is {intent.status}"
         if error is not None and error.code == "card_declined":
-            raise ApplicationError(message, "card_declined", type="CardDeclined",
-                                   non_retryable=True)
+            raise ApplicationError(
+                message, "card_declined", type="CardDeclined", non_retryable=True
+            )
         kind = {"requires_action": "AuthenticationRequired", "canceled": "PaymentCancelled"}
         raise ApplicationError(
             message, type=kind.get(intent.status, "PaymentFailed"), non_retryable=True

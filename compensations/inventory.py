@@ -132,8 +132,6 @@ def release_reservation(engine: Engine, idempotency_key: str) -> str | None:
         if row is None:
             return None
         conn.execute(
-            update(Product)
-            .where(Product.sku == row.sku)
-            .values(stock=Product.stock + row.quantity)
+            update(Product).where(Product.sku == row.sku).values(stock=Product.stock + row.quantity)
         )
         return str(row.id)

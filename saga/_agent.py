@@ -117,9 +117,7 @@ Rules:
 
 def _catalog_for(cat: Catalog, policy: Policy) -> list[dict[str, Any]]:
     allowed = policy.allowed_actions
-    return [
-        spec.describe() for spec in cat if allowed is None or spec.name in allowed
-    ]
+    return [spec.describe() for spec in cat if allowed is None or spec.name in allowed]
 
 
 def planner_instructions(policy: Policy, cat: Catalog = catalog) -> str:
@@ -176,8 +174,10 @@ async def plan_with_agent(request: str, policy: Policy) -> PlanningResult:
     if not isinstance(get_default_agent_runner(), TemporalOpenAIRunner):
         # Without the plugin the SDK would call the model from workflow code: not durable.
         return PlanningResult(
-            problems=["planner: this worker runs without the OpenAI Agents plugin "
-                      "(build it with saga.create_worker)"]
+            problems=[
+                "planner: this worker runs without the OpenAI Agents plugin "
+                "(build it with saga.create_worker)"
+            ]
         )
     agent = planner_agent(policy)
     history: list[TResponseInputItem] = [{"role": "user", "content": request}]

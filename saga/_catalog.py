@@ -170,9 +170,7 @@ def _declare(
     comp_name = None
     if compensation is not None:
         comp_name = _activity_name(compensation)
-        comp_params = [
-            p for p in inspect.signature(compensation).parameters if p != "self"
-        ]
+        comp_params = [p for p in inspect.signature(compensation).parameters if p != "self"]
         if len(comp_params) != 2:
             raise CatalogError(
                 f"{compensation.__qualname__}: a compensation takes (input, result | None)"

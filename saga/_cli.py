@@ -125,7 +125,9 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
                 raise PlanRejected(problems)
         except PlanRejected as exc:
             rejected = SagaResult(
-                saga_id=saga_id, status=SagaStatus.REJECTED, problems=exc.problems,
+                saga_id=saga_id,
+                status=SagaStatus.REJECTED,
+                problems=exc.problems,
                 error="plan rejected; nothing was started",
             )
             if args.json:
@@ -237,9 +239,7 @@ async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_reject(args: argparse.Namespace, settings: Settings) -> int:
-    await _update(
-        settings, args.id, "reject", ApprovalDecision(reason=args.reason, by=args.by)
-    )
+    await _update(settings, args.id, "reject", ApprovalDecision(reason=args.reason, by=args.by))
     out.print(f"rejected the plan of saga {args.id}: {args.reason}")
     return 0
 
@@ -543,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
             err.print(
                 f"saga: cannot reach Temporal at {Settings().temporal_address} "
                 "(start it with `saga dev`, or set SAGA_TEMPORAL_ADDRESS)",
-                markup=False, highlight=False,
+                markup=False,
+                highlight=False,
             )
             return 2
         raise

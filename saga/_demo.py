@@ -65,13 +65,19 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
 
     sid = f"order-{run}"
     await start_saga(client, _plan("order.json"), saga_id=sid, task_queue=queue)
-    await show("1. an order that completes (examples/order.json)",
-               await wait_saga(client, sid), SagaStatus.COMPLETED)
+    await show(
+        "1. an order that completes (examples/order.json)",
+        await wait_saga(client, sid),
+        SagaStatus.COMPLETED,
+    )
 
     sid = f"order-declined-{run}"
     await start_saga(client, _plan("order_declined.json"), saga_id=sid, task_queue=queue)
-    await show("2. card 4000000000000002 is declined: the reservation is released",
-               await wait_saga(client, sid), SagaStatus.COMPENSATED)
+    await show(
+        "2. card 4000000000000002 is declined: the reservation is released",
+        await wait_saga(client, sid),
+        SagaStatus.COMPENSATED,
+    )
 
     sid = f"order-cancelled-{run}"
     await start_saga(client, _plan("order_cancel.json"), saga_id=sid, task_queue=queue)
@@ -99,6 +105,8 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     await show("4. planned and run", result, SagaStatus.COMPLETED)
     mail = settings.data_dir / "mail"
     console.rule("done")
-    console.print(f"emails delivered to the local SMTP server: {len(list(mail.glob('*.eml')))}"
-                  f" (saved in {mail})")
+    console.print(
+        f"emails delivered to the local SMTP server: {len(list(mail.glob('*.eml')))}"
+        f" (saved in {mail})"
+    )
     return 1 if failures else 0

@@ -71,11 +71,17 @@ class DevServer:
     async def start(self) -> None:
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         args = [
-            temporal_binary(), "server", "start-dev",
-            "--ip", "127.0.0.1",
-            "--port", str(self.port),
-            "--db-filename", str(self.db_file),
-            "--log-level", "error",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.db_file),
+            "--log-level",
+            "error",
         ]
         args += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         # Popen returns at once; waiting for readiness below is async.

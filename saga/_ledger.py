@@ -227,9 +227,7 @@ class _Writers:
                 return
             if call is not None:
                 with contextlib.suppress(RuntimeError):
-                    call.loop.call_soon_threadsafe(
-                        _settle, [(call, False, _closed())]
-                    )
+                    call.loop.call_soon_threadsafe(_settle, [(call, False, _closed())])
 
 
 def _closed() -> RuntimeError:

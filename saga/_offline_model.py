@@ -57,8 +57,18 @@ UNDERSTOOD = (
     "('effects.apply name=a; effects.notify name=done'); set OPENAI_API_KEY for a real model"
 )
 _NUMBERS = {
-    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
-    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
 }
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 _ORDER = re.compile(
@@ -94,9 +104,9 @@ class CannotPlan(Exception):
     """The offline planner's reason for giving no plan."""
 
 
-def _step(cat: dict[str, dict[str, Any]], action: str, sid: str, args: dict[str, Any]) -> (
-    dict[str, Any]
-):
+def _step(
+    cat: dict[str, dict[str, Any]], action: str, sid: str, args: dict[str, Any]
+) -> dict[str, Any]:
     spec = cat.get(action)
     if spec is None:
         raise CannotPlan(f"the catalog has no {action} action (it has: {', '.join(sorted(cat))})")
@@ -132,9 +142,9 @@ def _singular(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-def _plan_order(match: re.Match[str], request: str, cat: dict[str, dict[str, Any]]) -> (
-    list[dict[str, Any]]
-):
+def _plan_order(
+    match: re.Match[str], request: str, cat: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     qty_text = match["qty"].lower()
     quantity = int(qty_text) if qty_text.isdigit() else _NUMBERS[qty_text]
     words = [w.replace("-", "") for w in match["item"].lower().split()]
@@ -273,9 +283,7 @@ def _user_texts(items: str | list[TResponseInputItem]) -> list[str]:
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
-            texts.append(
-                "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            )
+            texts.append("".join(str(p.get("text", "")) for p in content if isinstance(p, dict)))
     return texts
 
 
@@ -298,9 +306,9 @@ def _message(text: str) -> ModelResponse:
 class OfflinePlanner(Model):
     """A deterministic planner behind the Agents SDK ``Model`` interface."""
 
-    def answer(self, system_instructions: str | None, input: str | list[TResponseInputItem]) -> (
-        dict[str, Any]
-    ):
+    def answer(
+        self, system_instructions: str | None, input: str | list[TResponseInputItem]
+    ) -> dict[str, Any]:
         """The planner's structured output, as the model would write it."""
         texts = _user_texts(input)
         try:

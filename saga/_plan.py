@@ -65,9 +65,7 @@ def validate_plan(raw: Any, catalog: Catalog, *, max_steps: int = 20) -> Plan:
         if sid is None or sid == "":
             problems.append(f"{label}: missing id")
         elif not isinstance(sid, str) or not STEP_ID.match(sid):
-            problems.append(
-                f"{label}: id must match [a-z0-9][a-z0-9_-]* (at most 64 characters)"
-            )
+            problems.append(f"{label}: id must match [a-z0-9][a-z0-9_-]* (at most 64 characters)")
         elif sid in seen:
             problems.append(f"{label}: duplicate id (also step {seen[sid]})")
         else:

@@ -243,8 +243,11 @@ def _markers(issue: dict[str, Any]) -> list[str]:
     from compensations.tickets import MARKER_PREFIX
 
     lines = str(issue.get("description") or "").splitlines()
-    return [ln.strip()[len(MARKER_PREFIX):].strip() for ln in lines
-            if ln.strip().startswith(MARKER_PREFIX)]
+    return [
+        ln.strip()[len(MARKER_PREFIX) :].strip()
+        for ln in lines
+        if ln.strip().startswith(MARKER_PREFIX)
+    ]
 
 
 async def _tickets(
@@ -253,9 +256,7 @@ async def _tickets(
     from compensations.tickets import HTTP_TIMEOUT, MARKER_PREFIX
 
     if not (settings.redmine_url and settings.redmine_api_key):
-        check = SystemCheck(
-            system=TICKETS, where="-", checked=False, note="Redmine not configured"
-        )
+        check = SystemCheck(system=TICKETS, where="-", checked=False, note="Redmine not configured")
         return Holdings(check), None, None
     where = f"{settings.redmine_url} project {settings.redmine_project}"
     held = Holdings(SystemCheck(system=TICKETS, where=where, checked=True))
@@ -315,8 +316,9 @@ async def _lookup(system: str, external_id: str, ctx: Any) -> Effect | None:
             if exc.http_status == 404:
                 return None
             raise
-        return Effect(PAYMENTS, key_of(pi) or "", pi.id, pi.status != "canceled",
-                      f"{pi.id} {pi.status}")
+        return Effect(
+            PAYMENTS, key_of(pi) or "", pi.id, pi.status != "canceled", f"{pi.id} {pi.status}"
+        )
     if system == TICKETS and ctx is not None and external_id.isdigit():
         redmine: _Redmine = ctx
         body = await redmine.get(f"/issues/{external_id}.json")
@@ -347,14 +349,28 @@ def judge(
 
     def add(kind: DriftKind, key: str, ext: str | None, ledger: str, found: str) -> None:
         saga_id, _, step_id = key.rpartition("/")
-        drift.append(Drift(kind=kind, system=system, idempotency_key=key, saga_id=saga_id,
-                           step_id=step_id, external_id=ext, ledger=ledger, found=found))
+        drift.append(
+            Drift(
+                kind=kind,
+                system=system,
+                idempotency_key=key,
+                saga_id=saga_id,
+                step_id=step_id,
+                external_id=ext,
+                ledger=ledger,
+                found=found,
+            )
+        )
 
     for key, effects in sorted(by_key.items()):
         if len(effects) > 1:
-            add(DriftKind.DUPLICATE_EFFECT, key, ", ".join(e.external_id for e in effects),
+            add(
+                DriftKind.DUPLICATE_EFFECT,
+                key,
+                ", ".join(e.external_id for e in effects),
                 _ledger_view(step_of[key]) if key in step_of else "no step",
-                "; ".join(e.state for e in effects))
+                "; ".join(e.state for e in effects),
+            )
         if key not in step_of:
             for e in effects:
                 add(DriftKind.UNRECORDED_EFFECT, key, e.external_id, "no step", e.state)
@@ -370,8 +386,13 @@ def judge(
         view = _ledger_view(step)
         if step.status == "succeeded" and recorded is None:
             found = "; ".join(e.state for e in effects) or "nothing"
-            add(DriftKind.MISSING_EFFECT, key, step.external_id, view,
-                f"no {step.external_id or 'external id'} ({found})")
+            add(
+                DriftKind.MISSING_EFFECT,
+                key,
+                step.external_id,
+                view,
+                f"no {step.external_id or 'external id'} ({found})",
+            )
         comp = step.compensation_status
         if comp == "compensated":
             for e in standing:
@@ -381,11 +402,17 @@ def judge(
             continue  # waiting for an operator, resolved by hand, or still running
         for e in standing:
             if step.status != "succeeded":
-                add(DriftKind.EFFECT_WITHOUT_SUCCESS, key, e.external_id,
-                    f"{view}; saga {status}", e.state)
+                add(
+                    DriftKind.EFFECT_WITHOUT_SUCCESS,
+                    key,
+                    e.external_id,
+                    f"{view}; saga {status}",
+                    e.state,
+                )
             elif status in UNDONE:
-                add(DriftKind.NOT_COMPENSATED, key, e.external_id,
-                    f"{view}; saga {status}", e.state)
+                add(
+                    DriftKind.NOT_COMPENSATED, key, e.external_id, f"{view}; saga {status}", e.state
+                )
     return drift
 
 
@@ -485,25 +512,57 @@ def render(report: DriftReport, *, width: int = 140) -> str:
         f"{report.checked_at:%Y-%m-%d %H:%M:%S} UTC: {verdict}, "
         f"{len(report.needs_attention)} needing attention, {len(report.in_flight)} in flight"
     )
-    systems = RichTable("system", "where", "checked", "ledger steps", "effects", "note",
-                        title="systems", title_justify="left")
+    systems = RichTable(
+        "system",
+        "where",
+        "checked",
+        "ledger steps",
+        "effects",
+        "note",
+        title="systems",
+        title_justify="left",
+    )
     for c in report.systems:
-        systems.add_row(c.system, c.where, "yes" if c.checked else "no", str(c.steps),
-                        str(c.effects), c.note or "")
+        systems.add_row(
+            c.system,
+            c.where,
+            "yes" if c.checked else "no",
+            str(c.steps),
+            str(c.effects),
+            c.note or "",
+        )
     console.print(systems)
     if report.drift:
-        table = RichTable("kind", "system", "saga", "step", "external id", "ledger", "found",
-                          title="drift", title_justify="left")
+        table = RichTable(
+            "kind",
+            "system",
+            "saga",
+            "step",
+            "external id",
+            "ledger",
+            "found",
+            title="drift",
+            title_justify="left",
+        )
         for d in report.drift:
-            table.add_row(d.kind.value, d.system, d.saga_id, d.step_id, d.external_id or "-",
-                          d.ledger, d.found)
+            table.add_row(
+                d.kind.value,
+                d.system,
+                d.saga_id,
+                d.step_id,
+                d.external_id or "-",
+                d.ledger,
+                d.found,
+            )
         console.print(table)
     if report.needs_attention:
-        table = RichTable("saga", "stuck steps", "error", title="needs attention",
-                          title_justify="left")
+        table = RichTable(
+            "saga", "stuck steps", "error", title="needs attention", title_justify="left"
+        )
         for a in report.needs_attention:
-            stuck = ", ".join(f"{s.step_id} ({s.action} {s.external_id or '-'})"
-                              for s in a.stuck_steps)
+            stuck = ", ".join(
+                f"{s.step_id} ({s.action} {s.external_id or '-'})" for s in a.stuck_steps
+            )
             table.add_row(a.saga_id, stuck or "-", a.error or "")
         console.print(table)
     return buffer.getvalue()

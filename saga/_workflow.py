@@ -377,8 +377,10 @@ class SagaWorkflow:
         if resolved:
             state.compensation = CompensationStatus.RESOLVED
             state.operator_note = decision.note if decision else None
-        if not any(s.compensation == CompensationStatus.FAILED and s.id != step_id
-                   for s in self._state.steps):
+        if not any(
+            s.compensation == CompensationStatus.FAILED and s.id != step_id
+            for s in self._state.steps
+        ):
             self._state.status = SagaStatus.COMPENSATING
         del self._decisions[step_id]
         return resolved

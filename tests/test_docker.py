@@ -105,9 +105,10 @@ def long_running(name: str) -> bool:
 
 def container_ports(service: str) -> list[int]:
     """Container side of each published port ("127.0.0.1:8080:80" -> 80)."""
-    return [int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in resolved(
-        SERVICES[service].get("ports", [])
-    )]
+    return [
+        int(str(p).rsplit(":", 1)[-1].split("/")[0])
+        for p in resolved(SERVICES[service].get("ports", []))
+    ]
 
 
 def image_of(service: str) -> str:
@@ -211,8 +212,11 @@ def test_temporal_address_points_at_the_temporal_service() -> None:
     (temporal,) = [n for n in SERVICES if image_of(n).startswith("temporalio/auto-setup:")]
     frontend = 7233
     assert frontend in container_ports(temporal)
-    for name, key in (("worker", "SAGA_TEMPORAL_ADDRESS"), ("web", "SAGA_TEMPORAL_ADDRESS"),
-                      ("temporal-ui", "TEMPORAL_ADDRESS")):
+    for name, key in (
+        ("worker", "SAGA_TEMPORAL_ADDRESS"),
+        ("web", "SAGA_TEMPORAL_ADDRESS"),
+        ("temporal-ui", "TEMPORAL_ADDRESS"),
+    ):
         host, _, port = environment(name)[key].rpartition(":")
         assert (host, int(port)) == (temporal, frontend), (name, key)
     assert f"--address {temporal}:{frontend}" in healthcheck_command(temporal)
@@ -250,9 +254,10 @@ def test_database_urls_point_at_the_ledger_postgres(key: str) -> None:
     assert url.database == db["POSTGRES_DB"]
     assert url.username == db["POSTGRES_USER"]
     assert url.password == db["POSTGRES_PASSWORD"]
-    assert environment("ledger-migrate")["SAGA_DATABASE_URL"] == environment("worker")[
-        "SAGA_DATABASE_URL"
-    ]
+    assert (
+        environment("ledger-migrate")["SAGA_DATABASE_URL"]
+        == environment("worker")["SAGA_DATABASE_URL"]
+    )
 
 
 def test_dockerfile_runs_the_console_script_as_non_root() -> None:

@@ -107,9 +107,7 @@ async def test_workers_share_the_load(stack: Stack, tmp_path: Path) -> None:
     assert_each_effect_once(stack, sagas)
 
 
-async def test_sigkill_one_worker_under_load_loses_nothing(
-    stack: Stack, tmp_path: Path
-) -> None:
+async def test_sigkill_one_worker_under_load_loses_nothing(stack: Stack, tmp_path: Path) -> None:
     queue = unique("many")
     workers = [spawn_worker(stack, queue, tmp_path / f"worker{i}.log") for i in range(3)]
     victim = workers[0]
@@ -122,7 +120,8 @@ async def test_sigkill_one_worker_under_load_loses_nothing(
         async def on_victim(sid: str) -> bool:
             desc = await stack.client.get_workflow_handle(sid).describe()
             return any(
-                p.last_worker_identity and identity_pid(p.last_worker_identity) == victim.pid
+                p.last_worker_identity
+                and identity_pid(p.last_worker_identity) == victim.pid
                 and p.attempt == 1
                 for p in desc.raw_description.pending_activities
             )

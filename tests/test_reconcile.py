@@ -215,8 +215,11 @@ async def test_ledger_records_with_no_effect(recon: Recon) -> None:
         ("missing_effect", "inventory", f"{sid}/reserve"),
         ("missing_effect", "payments", f"{sid}/charge"),
     }, render(report)
-    assert {d.external_id for d in report.drift} == {ext["ticket"], ext["reserve"],
-                                                     "pi_neverexisted"}
+    assert {d.external_id for d in report.drift} == {
+        ext["ticket"],
+        ext["reserve"],
+        "pi_neverexisted",
+    }
 
 
 async def test_undo_that_did_not_hold(recon: Recon) -> None:

@@ -46,9 +46,7 @@ class Collector:
     content_types: set[str] = field(default_factory=set)
 
     def names_for(self, workflow_id: str) -> set[str]:
-        return {
-            s.name for s in self.spans if s.attributes.get("temporalWorkflowID") == workflow_id
-        }
+        return {s.name for s in self.spans if s.attributes.get("temporalWorkflowID") == workflow_id}
 
 
 @pytest.fixture

@@ -66,10 +66,12 @@ async def test_reserve_then_release_puts_the_stock_back(systems: Systems) -> Non
     assert done.steps[0].result["unit_price_cents"] == 1250
 
     # A later step fails: the reservation is released and the stock is whole again.
-    undone = await systems.run([
-        reserve_step("reserve", sku, 4),
-        reserve_step("too-many", sku, 1000),
-    ])
+    undone = await systems.run(
+        [
+            reserve_step("reserve", sku, 4),
+            reserve_step("too-many", sku, 1000),
+        ]
+    )
     assert undone.status == SagaStatus.COMPENSATED, undone
     assert stock_of(systems.engine, sku) == 7
     [released] = reservations_of(systems.engine, undone.saga_id)
@@ -78,11 +80,13 @@ async def test_reserve_then_release_puts_the_stock_back(systems: Systems) -> Non
 
 async def test_out_of_stock_compensates_earlier_reservations(systems: Systems) -> None:
     mugs, shirts, posters = systems.product(10), systems.product(3), systems.product(1)
-    result = await systems.run([
-        reserve_step("mugs", mugs, 2),
-        reserve_step("shirts", shirts, 3),
-        reserve_step("posters", posters, 2),
-    ])
+    result = await systems.run(
+        [
+            reserve_step("mugs", mugs, 2),
+            reserve_step("shirts", shirts, 3),
+            reserve_step("posters", posters, 2),
+        ]
+    )
     assert result.status == SagaStatus.COMPENSATED, result
     assert result.error is not None and "OutOfStock" in result.error
     assert f"{posters!r} has 1 left, 2 requested" in result.error

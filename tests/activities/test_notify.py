@@ -43,10 +43,12 @@ def email_step(to: str = "ops@example.com", **args: str) -> dict[str, object]:
 
 async def test_email_arrives_naming_the_saga(systems: Systems, smtp_server: MailServer) -> None:
     sku = systems.product(5)
-    result = await systems.run([
-        {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 2}},
-        email_step(body="Two mugs are on hold for you."),
-    ])
+    result = await systems.run(
+        [
+            {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 2}},
+            email_step(body="Two mugs are on hold for you."),
+        ]
+    )
     assert result.status == SagaStatus.COMPLETED, result
     [msg] = mail_of(smtp_server, result.saga_id)
     assert msg["To"] == "ops@example.com"
@@ -69,10 +71,12 @@ async def test_permanent_rejection_is_not_retried_and_unwinds(
     systems: Systems, smtp_server: MailServer
 ) -> None:
     sku = systems.product(3)
-    result = await systems.run([
-        {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 3}},
-        email_step(to=f"nobody@{REFUSED_DOMAIN}"),
-    ])
+    result = await systems.run(
+        [
+            {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 3}},
+            email_step(to=f"nobody@{REFUSED_DOMAIN}"),
+        ]
+    )
     assert result.status == SagaStatus.COMPENSATED, result
     assert result.error is not None and "EmailRejected" in result.error and "550" in result.error
     step = systems.ledger.step(idempotency_key(result.saga_id, "email"))
@@ -131,10 +135,12 @@ async def test_email_before_a_compensable_step_is_rejected(
     systems: Systems, smtp_server: MailServer
 ) -> None:
     sku = systems.product(5)
-    result = await systems.run([
-        email_step(),
-        {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 1}},
-    ])
+    result = await systems.run(
+        [
+            email_step(),
+            {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 1}},
+        ]
+    )
     assert result.status == SagaStatus.REJECTED, result
     assert any(
         "compensable action inventory.reserve comes after irreversible step 'email'" in p

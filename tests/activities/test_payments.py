@@ -59,7 +59,8 @@ class Payments:
     async def intents_with_key(self, key: str) -> list[stripe.PaymentIntent]:
         page = await self.stripe.v1.payment_intents.list_async({"limit": 100})
         return [
-            pi async for pi in page.auto_paging_iter()
+            pi
+            async for pi in page.auto_paging_iter()
             if "idempotency_key" in pi.metadata and pi.metadata["idempotency_key"] == key
         ]
 
@@ -163,7 +164,10 @@ async def test_charge_succeeds_in_localstripe(pay: Payments, pay_with: dict[str,
     assert step is not None and step.status == "succeeded"
     assert step.external_id == intent.id
     assert step.result == {
-        "external_id": intent.id, "status": "succeeded", "amount": 2500, "currency": "usd"
+        "external_id": intent.id,
+        "status": "succeeded",
+        "amount": 2500,
+        "currency": "usd",
     }
     assert await pay.refunds_of(intent.id) == []
 

@@ -50,9 +50,9 @@ class ScriptedModel(TestModel):
             raise AssertionError("the model was called more often than scripted")
         return self.responses.pop(0)
 
-    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kw: Any) -> (
-        ModelResponse
-    ):
+    async def get_response(
+        self, system_instructions: Any, input: Any, *args: Any, **kw: Any
+    ) -> ModelResponse:
         self.calls.append({"instructions": system_instructions, "input": input})
         return await super().get_response(system_instructions, input, *args, **kw)
 
@@ -69,8 +69,11 @@ def plan_response(*steps: tuple[str, str, dict[str, Any] | str]) -> ModelRespons
     return answer(
         {
             "steps": [
-                {"id": sid, "action": action, "args_json": a if isinstance(a, str) else
-                 json.dumps(a)}
+                {
+                    "id": sid,
+                    "action": action,
+                    "args_json": a if isinstance(a, str) else json.dumps(a),
+                }
                 for sid, action, a in steps
             ],
             "cannot_plan": None,
@@ -128,9 +131,7 @@ RunWorker = Callable[..., Any]
 
 
 @pytest.fixture
-def run_worker(
-    client: Client, effects_engine: Engine, tmp_path: Path
-) -> RunWorker:
+def run_worker(client: Client, effects_engine: Engine, tmp_path: Path) -> RunWorker:
     """``async with run_worker(model) as stack``: a worker whose model is ``model``.
 
     ``run_worker(None, **agent_settings)``: the worker's own model provider instead

@@ -41,7 +41,9 @@ async def test_request_is_planned_and_executed(run_worker: RunWorker) -> None:
     assert result.planner == AGENT_LABEL
     assert result.plan is not None
     assert [s.action for s in result.plan.steps] == [
-        "effects.apply", "money.charge", "effects.notify"
+        "effects.apply",
+        "money.charge",
+        "effects.notify",
     ]
     assert len(effects.effects_of(stack.effects, handle.id)) == 2
     assert effects.log_of(stack.effects, handle.id)[-1] == ("notify", "done")

@@ -377,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sagas", type=int, default=200, help="concurrent sagas (and bare workflows)")
     p.add_argument("--steps", type=int, default=5, help="steps per saga")
     p.add_argument(
-        "--rounds", type=int, default=4, help="repeat each case, alternating which runs first; "
-        "the median ratio is reported"
+        "--rounds",
+        type=int,
+        default=4,
+        help="repeat each case, alternating which runs first; the median ratio is reported",
     )
     p.add_argument("--ledger", default="sqlite,postgresql", help="ledgers to measure")
     p.add_argument("--profile", type=Path, help="write cProfile files of the saga runs here")

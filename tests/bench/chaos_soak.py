@@ -181,7 +181,7 @@ class World:
                 issue["closed"] = issue["status"]["id"] in closed
                 for line in (issue.get("description") or "").splitlines():
                     if line.strip().startswith(MARKER_PREFIX + prefix):
-                        out[line.strip()[len(MARKER_PREFIX):]].append(issue)
+                        out[line.strip()[len(MARKER_PREFIX) :]].append(issue)
             offset += len(body["issues"])
             if not body["issues"] or offset >= body["total_count"]:
                 return out
@@ -330,8 +330,11 @@ def plan_for(kind: str, sku: str, empty_sku: str, rnd: random.Random) -> dict[st
     ]  # fmt: skip
     if kind == "out_of_stock":
         steps.append(
-            {"id": "extra", "action": "inventory.reserve",
-             "args": {"sku": empty_sku, "quantity": 1}}
+            {
+                "id": "extra",
+                "action": "inventory.reserve",
+                "args": {"sku": empty_sku, "quantity": 1},
+            }
         )
     if kind == "cancel":
         steps.append(
@@ -396,7 +399,7 @@ async def run_chaos(
     empty_sku = w.product(stock=0)
     n_decl = round(cfg.sagas * cfg.declines)
     n_oos = round(cfg.sagas * cfg.out_of_stock)
-    kinds = (["declined"] * n_decl + ["out_of_stock"] * n_oos + ["cancel"] * cfg.cancels)
+    kinds = ["declined"] * n_decl + ["out_of_stock"] * n_oos + ["cancel"] * cfg.cancels
     kinds += ["ok"] * (cfg.sagas - len(kinds))
     rnd.shuffle(kinds)
     faults = [FAULTS if i < cfg.faulty_workers else "" for i in range(cfg.workers)]
@@ -445,8 +448,12 @@ async def verify(w: World, out: Outcome) -> None:
     problems = out.problems
     status = Counter(r.status.value for r in out.results.values())
     out.counts.update({f"saga {k}": v for k, v in sorted(status.items())})
-    expected = {"ok": {"completed"}, "declined": {"compensated"},
-                "out_of_stock": {"compensated"}, "cancel": {"cancelled", "completed"}}
+    expected = {
+        "ok": {"completed"},
+        "declined": {"compensated"},
+        "out_of_stock": {"compensated"},
+        "cancel": {"cancelled", "completed"},
+    }
     exhausted: Counter[str] = Counter()
     for sid, kind in out.kinds.items():
         got = out.results[sid].status.value
@@ -476,10 +483,12 @@ async def verify(w: World, out: Outcome) -> None:
             problems.append(f"{name} with one key more than once: {twice}")
 
     def standing(key: str) -> list[str]:
-        left = [f"{pi.id} {pi.status}" for pi in intents.get(key, [])
-                if pi.status != "canceled" and refunded.get(pi.id, 0) < pi.amount]
-        left += [f"reservation {r.id}" for r in reservations.get(key, [])
-                 if r.status == "reserved"]
+        left = [
+            f"{pi.id} {pi.status}"
+            for pi in intents.get(key, [])
+            if pi.status != "canceled" and refunded.get(pi.id, 0) < pi.amount
+        ]
+        left += [f"reservation {r.id}" for r in reservations.get(key, []) if r.status == "reserved"]
         left += [f"issue {i['id']} open" for i in tickets.get(key, []) if not i["closed"]]
         return left  # fmt: skip
 
@@ -553,10 +562,17 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sagas", type=int, default=300)
     p.add_argument("--cancels", type=int, default=20)
     p.add_argument("--kills", type=int, default=3)
-    p.add_argument("--rate", type=float, default=1.5,
-                   help="sagas started per second (Redmine on SQLite saturates near 4)")
-    p.add_argument("--lenient", action="store_true",
-                   help="count sagas undone by exhausted retries instead of failing on them")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1.5,
+        help="sagas started per second (Redmine on SQLite saturates near 4)",
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="count sagas undone by exhausted retries instead of failing on them",
+    )
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
     cfg = ChaosConfig(sagas=args.sagas, cancels=args.cancels, kills=args.kills,

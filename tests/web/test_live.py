@@ -44,9 +44,7 @@ async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None
 
     def drawn_holding() -> bool:
         """The watcher has drawn the saga waiting at `hold`: it is up and polling."""
-        return any(
-            "hold" in line and "running" in line for line in out.getvalue().splitlines()
-        )
+        return any("hold" in line and "running" in line for line in out.getvalue().splitlines())
 
     await eventually(drawn_holding, timeout=60)
     await handle.cancel()
