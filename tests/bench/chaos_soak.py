@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -294,6 +296,9 @@ class ChaosConfig:
     start_rate: float = 10.0
     """Sagas started per second."""
     timeout: float = 900.0
+    kill_every: float = 0.0
+    """When set: SIGKILL a random running worker about every this many seconds (and start it
+    again a second later) until every saga has ended, on top of ``kills``."""
     seed: int = 7
     strict: bool = True
     """Every saga must end as planned. Off, a saga undone cleanly because a system stayed
@@ -313,6 +318,8 @@ class Outcome:
     kills: int = 0
     restarts: int = 0
     elapsed: float = 0.0
+    latencies: dict[str, float] = field(default_factory=dict)
+    """saga id -> seconds from the workflow's start to its close (server clock)."""
     report: DriftReport | None = None
     problems: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -372,13 +379,17 @@ async def _patiently(call: Any, tries: int = 30) -> Any:
             await asyncio.sleep(2.0)
 
 
-async def _final(client: Client, sid: str, deadline: float) -> SagaResult:
+async def _final(
+    client: Client, sid: str, deadline: float, latencies: dict[str, float] | None = None
+) -> SagaResult:
     """The saga's final state; or its live one once it waits for an operator."""
     handle = client.get_workflow_handle(sid)
     polls = 0
     while True:
         desc = await _patiently(handle.describe)
         if desc.status != WorkflowExecutionStatus.RUNNING:
+            if latencies is not None and desc.close_time is not None:
+                latencies[sid] = (desc.close_time - desc.start_time).total_seconds()
             return await _patiently(lambda: wait_saga(client, sid))  # type: ignore[no-any-return]
         polls += 1
         if polls % 15 == 0 or time.monotonic() > deadline:  # queries cost a workflow task
@@ -386,6 +397,32 @@ async def _final(client: Client, sid: str, deadline: float) -> SagaResult:
             if state.status is SagaStatus.NEEDS_ATTENTION or time.monotonic() > deadline:
                 return state
         await asyncio.sleep(2.0)
+
+
+async def _kill_periodically(workers: Workers, every: float, rnd: random.Random, say: Any) -> None:
+    """SIGKILL a random running worker about every ``every`` seconds; start it again 1 s later."""
+    while True:
+        await asyncio.sleep(rnd.uniform(0.5 * every, 1.5 * every))
+        alive = [i for i, p in enumerate(workers.procs) if p is not None and p.poll() is None]
+        if not alive:
+            continue
+        victim = rnd.choice(alive)
+        workers.kill(victim)
+        say(f"  SIGKILL worker {victim}")
+        await asyncio.sleep(1.0)
+        workers.restart(victim)
+
+
+def latency_figures(out: Outcome) -> dict[str, float]:
+    """Median and worst saga latency (start to close), in seconds."""
+    values = sorted(out.latencies.values())
+    if not values:
+        return {}
+    return {
+        "sagas timed": len(values),
+        "median latency s": round(statistics.median(values), 1),
+        "worst latency s": round(values[-1], 1),
+    }
 
 
 async def run_chaos(
@@ -406,6 +443,9 @@ async def run_chaos(
     workers = Workers(w, log_dir, faults)
     workers.start()
     started = time.monotonic()
+    killer = None
+    if cfg.kill_every > 0:
+        killer = asyncio.create_task(_kill_periodically(workers, cfg.kill_every, rnd, say))
     kill_at = {round(cfg.sagas * (k + 1) / (cfg.kills + 1)) for k in range(cfg.kills)}
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -433,10 +473,16 @@ async def run_chaos(
         await asyncio.gather(*tasks)
         say(f"  all {cfg.sagas} sagas started in {time.monotonic() - started:.0f}s; waiting")
         deadline = time.monotonic() + cfg.timeout
-        finals = await asyncio.gather(*(_final(client, sid, deadline) for sid in out.kinds))
+        finals = await asyncio.gather(
+            *(_final(client, sid, deadline, out.latencies) for sid in out.kinds)
+        )
         out.results = dict(zip(out.kinds, finals, strict=True))
         out.elapsed = time.monotonic() - started
     finally:
+        if killer is not None:
+            killer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await killer
         workers.stop()
         out.kills, out.restarts = workers.kills, workers.restarts
     await verify(w, out)
@@ -543,6 +589,7 @@ def summary(out: Outcome) -> str:
     ]
     rows += [("found", k, v) for k, v in out.counts.items()]
     rows.append(("found", "problems", len(out.problems)))
+    rows += [("latency", k, v) for k, v in latency_figures(out).items()]
     rows.append(("", "elapsed (s)", f"{out.elapsed:.0f}"))
     width = max(len(r[1]) for r in rows)
     lines = [f"{'':8} {'what':<{width}}  figure", "-" * (width + 20)]
@@ -573,10 +620,23 @@ async def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="count sagas undone by exhausted retries instead of failing on them",
     )
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument(
+        "--faulty-workers", type=int, default=2, help="workers that lose first responses"
+    )
+    p.add_argument(
+        "--kill-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also SIGKILL a random worker about every S seconds until all sagas end",
+    )
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
     cfg = ChaosConfig(sagas=args.sagas, cancels=args.cancels, kills=args.kills,
-                      start_rate=args.rate, seed=args.seed, strict=not args.lenient)  # fmt: skip
+                      start_rate=args.rate, seed=args.seed, strict=not args.lenient,
+                      workers=args.workers, faulty_workers=min(args.faulty_workers, args.workers),
+                      kill_every=args.kill_every)  # fmt: skip
     run_dir = Path(tempfile.mkdtemp(prefix="saga-chaos-"))
     print(f"chaos soak: {cfg.sagas} sagas; logs in {run_dir}")
     redmine = RedmineProcess()  # Ruby boots while the rest starts
@@ -600,6 +660,7 @@ async def main(argv: list[str] | None = None) -> int:
         local.stop()
         temporal.stop()
     print(summary(out))
+    print(json.dumps({"latency": latency_figures(out), "kills": out.kills}))
     if out.report is not None:
         print(render(out.report))
     for line in out.unexpected[:10]:
