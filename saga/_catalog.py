@@ -43,6 +43,27 @@ DEFAULT_COMPENSATION_RETRY = RetryPolicy(
 )
 
 
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+"""Every step and compensation heartbeats (the ledger interceptor beats for it): a worker
+that dies mid-step is noticed within this, and another worker retries the step."""
+
+
+def unbounded(policy: RetryPolicy) -> RetryPolicy:
+    """``policy`` as given to Temporal: the same back-off, no cap on attempts.
+
+    Temporal counts an attempt lost with its worker (a heartbeat time-out) like any
+    other; the ledger interceptor counts only real failures against the policy's
+    ``maximum_attempts``, so a worker dying does not spend a step's retry budget.
+    """
+    return RetryPolicy(
+        initial_interval=policy.initial_interval,
+        backoff_coefficient=policy.backoff_coefficient,
+        maximum_interval=policy.maximum_interval,
+        maximum_attempts=0,
+        non_retryable_error_types=policy.non_retryable_error_types,
+    )
+
+
 class ActionKind(enum.StrEnum):
     """How a step relates to undoing the saga."""
 
@@ -66,8 +87,10 @@ class ActionSpec:
     output_model: type[BaseModel] | None
     compensation: str | None = None
     start_to_close_timeout: timedelta = timedelta(seconds=60)
-    heartbeat_timeout: timedelta | None = None
+    heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT
+    """For the step and its compensation; ``None`` turns heartbeats off."""
     retry_policy: RetryPolicy = field(default_factory=lambda: DEFAULT_RETRY)
+    """Its ``maximum_attempts`` is the budget of real failures (see :func:`unbounded`)."""
     compensation_timeout: timedelta = timedelta(seconds=60)
     compensation_retry_policy: RetryPolicy = field(
         default_factory=lambda: DEFAULT_COMPENSATION_RETRY
@@ -194,7 +217,7 @@ def compensated_by(
     *,
     action: str | None = None,
     start_to_close_timeout: timedelta = timedelta(seconds=60),
-    heartbeat_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
     retry_policy: RetryPolicy = DEFAULT_RETRY,
     compensation_timeout: timedelta = timedelta(seconds=60),
     compensation_retry_policy: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
@@ -231,7 +254,7 @@ def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
         *,
         action: str | None = None,
         start_to_close_timeout: timedelta = timedelta(seconds=60),
-        heartbeat_timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
         retry_policy: RetryPolicy = DEFAULT_RETRY,
     ) -> Callable[[F], F]:
         def decorate(fn: F) -> F:

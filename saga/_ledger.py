@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,7 +29,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
+    case,
     create_engine,
     event,
     func,
@@ -45,6 +48,15 @@ T = TypeVar("T")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _elapsed(since: datetime | None, now: datetime) -> timedelta:
+    """Time from ``since`` (SQLite hands it back without its UTC zone) to ``now``."""
+    if since is None:
+        return timedelta(0)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return now - since
 
 
 class Base(DeclarativeBase):
@@ -82,6 +94,13 @@ class StepRecord(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     compensated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed attempts that spend the step's retry budget (not those lost with a worker)."""
+    attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    compensation_failures: Mapped[int] = mapped_column(Integer, default=0)
+    """The same, for the compensation's current round (an operator retry starts a new one)."""
+    compensation_round: Mapped[int] = mapped_column(Integer, default=0)
+    compensation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 _STEPS = cast(Table, StepRecord.__table__)
@@ -107,6 +126,8 @@ class StepSnapshot:
     error: str | None
     compensation_status: str
     compensation_attempts: int
+    failures: int = 0
+    compensation_failures: int = 0
 
 
 def _snapshot(row: Any) -> StepSnapshot:
@@ -122,6 +143,8 @@ def _snapshot(row: Any) -> StepSnapshot:
         error=row.error,
         compensation_status=row.compensation_status,
         compensation_attempts=row.compensation_attempts,
+        failures=row.failures,
+        compensation_failures=row.compensation_failures,
     )
 
 
@@ -285,13 +308,24 @@ class _Writes:
                 compensation_status="none",
                 compensation_attempts=0,
                 started_at=bindparam("now"),
+                attempt_started_at=bindparam("now"),
+                failures=0,
+                compensation_failures=0,
+                compensation_round=0,
             )
             .on_conflict_do_nothing()
             .returning(s.c.idempotency_key)
         )
         self.read_step = select(s).where(by_key)
         self.retry_step = (
-            update(s).where(by_key).values(status=StepRow.RUNNING.value, attempts=s.c.attempts + 1)
+            update(s)
+            .where(by_key)
+            .values(
+                status=StepRow.RUNNING.value,
+                attempts=s.c.attempts + 1,
+                failures=s.c.failures + bindparam("lost"),
+                attempt_started_at=bindparam("now"),
+            )
         )
         self.finish_step = (
             update(s)
@@ -309,8 +343,26 @@ class _Writes:
             update(s)
             .where(by_key, s.c.status != StepRow.SUCCEEDED.value)
             .values(
-                status=StepRow.FAILED.value, error=bindparam("err"), finished_at=bindparam("now")
+                status=StepRow.FAILED.value,
+                error=bindparam("err"),
+                finished_at=bindparam("now"),
+                failures=s.c.failures + bindparam("n"),
             )
+            .returning(s.c.failures)
+        )
+        # An attempt of this round still marked running was lost; it spends the budget
+        # only if it ran out its start-to-close time-out (began before the cutoff).
+        same_round = s.c.compensation_round == bindparam("round")
+        lost_timed_out = case(
+            (
+                and_(
+                    s.c.compensation_status == "running",
+                    same_round,
+                    s.c.compensation_started_at <= bindparam("cutoff"),
+                ),
+                1,
+            ),
+            else_=0,
         )
         self.begin_compensation = (
             update(s)
@@ -318,6 +370,11 @@ class _Writes:
             .values(
                 compensation_status="running",
                 compensation_attempts=s.c.compensation_attempts + 1,
+                compensation_failures=case(
+                    (same_round, s.c.compensation_failures + lost_timed_out), else_=0
+                ),
+                compensation_round=bindparam("round"),
+                compensation_started_at=bindparam("now"),
             )
             .returning(*s.c)
         )
@@ -334,7 +391,12 @@ class _Writes:
         self.compensation_failed = (
             update(s)
             .where(by_key)
-            .values(compensation_status=bindparam("st"), compensation_error=bindparam("err"))
+            .values(
+                compensation_status=bindparam("st"),
+                compensation_error=bindparam("err"),
+                compensation_failures=s.c.compensation_failures + bindparam("n"),
+            )
+            .returning(s.c.compensation_failures)
         )
         upsert = insert(sagas).values(
             saga_id=bindparam("sid"),
@@ -419,9 +481,19 @@ class Ledger:
 
     # -- forward steps -------------------------------------------------------------
     def begin_step(
-        self, key: str, saga_id: str, step_id: str, action: str, attempt: int
+        self,
+        key: str,
+        saga_id: str,
+        step_id: str,
+        action: str,
+        attempt: int,
+        timeout: timedelta | None = None,
     ) -> StepSnapshot | None:
-        """Claim the step. Returns the existing row when the key was seen before."""
+        """Claim the step. Returns the existing row when the key was seen before.
+
+        An earlier attempt still marked running was lost (its worker died, or it ran out
+        its start-to-close ``timeout``): only the second kind counts in ``failures``.
+        """
         now = _now()
         w = self._w
         with self._writing() as conn:
@@ -441,9 +513,16 @@ class Ledger:
             if inserted is not None:
                 snap = None
             else:
-                snap = _snapshot(conn.execute(w.read_step, {"k": key}).one())
+                row = conn.execute(w.read_step, {"k": key}).one()
+                snap = _snapshot(row)
                 if snap.compensation_status == "none" and snap.status != StepRow.SUCCEEDED.value:
-                    conn.execute(w.retry_step, {"k": key})
+                    lost = int(
+                        snap.status == StepRow.RUNNING.value
+                        and timeout is not None
+                        and _elapsed(row.attempt_started_at, now) >= timeout
+                    )
+                    conn.execute(w.retry_step, {"k": key, "lost": lost, "now": now})
+                    snap = dataclasses.replace(snap, failures=snap.failures + lost)
         # Later steps skip the saga row (record_saga upserts it at the end in any case).
         if len(self._sagas_seen) > 10_000:
             self._sagas_seen.clear()
@@ -466,28 +545,52 @@ class Ledger:
         with self._writing() as conn:
             conn.execute(self._w.external_id, {"k": key, "ext": external_id})
 
-    def fail_step(self, key: str, error: str) -> None:
+    def fail_step(self, key: str, error: str, counts: bool = True) -> int | None:
         """Record a failed attempt, unless another attempt of the step already succeeded
-        (a stale attempt, retried after a heartbeat timeout, may fail last)."""
+        (a stale attempt, retried after a heartbeat timeout, may fail last). Returns the
+        step's failures so far (``counts``: this one is one of them), or None."""
         with self._writing() as conn:
-            conn.execute(self._w.fail_step, {"k": key, "err": error, "now": _now()})
+            row = conn.execute(
+                self._w.fail_step, {"k": key, "err": error, "now": _now(), "n": int(counts)}
+            ).first()
+        return None if row is None else int(row[0])
 
     # -- compensations -------------------------------------------------------------
-    def begin_compensation(self, key: str) -> StepSnapshot | None:
+    def begin_compensation(
+        self, key: str, round_: int = 1, timeout: timedelta | None = None
+    ) -> StepSnapshot | None:
+        """Start an attempt of the compensation's round ``round_``. Its failures count per
+        round; an attempt of this round lost after its start-to-close ``timeout`` counts."""
+        now = _now()
+        cutoff = now - timeout if timeout is not None else datetime.min.replace(tzinfo=UTC)
         with self._writing() as conn:
-            row = conn.execute(self._w.begin_compensation, {"k": key}).first()
+            row = conn.execute(
+                self._w.begin_compensation,
+                {"k": key, "round": round_, "now": now, "cutoff": cutoff},
+            ).first()
         return _snapshot(row) if row is not None else None
 
     def finish_compensation(
-        self, key: str, status: str, result: dict[str, Any] | None, error: str | None
-    ) -> None:
+        self,
+        key: str,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        counts: bool = True,
+    ) -> int | None:
+        """Record the compensation's outcome; when it failed, returns the failures of its
+        round so far (``counts``: this one is one of them)."""
         with self._writing() as conn:
             if status == "compensated":
                 conn.execute(
                     self._w.compensated, {"k": key, "res": result, "err": error, "now": _now()}
                 )
-            else:
-                conn.execute(self._w.compensation_failed, {"k": key, "st": status, "err": error})
+                return None
+            row = conn.execute(
+                self._w.compensation_failed,
+                {"k": key, "st": status, "err": error, "n": int(counts)},
+            ).first()
+        return None if row is None else int(row[0])
 
     # -- sagas ---------------------------------------------------------------------
     def record_saga(

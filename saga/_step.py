@@ -15,10 +15,12 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -114,18 +116,71 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _lost(exc: BaseException) -> bool:
+    """Whether the attempt is lost rather than failed, and so leaves the ledger as it is.
+
+    Lost: an injected lost response; the server gave the attempt up (a time-out: the next
+    attempt finds this one still running and counts it against the retry budget if it
+    ran out its start-to-close time-out); the worker shuts down and hands the step back.
+    A cancel the workflow asked for is a failure, but one that spends no budget.
+    """
+    if isinstance(exc, LostResponse):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        details = activity.cancellation_details()
+        return details is None or not details.cancel_requested
+    return False
+
+
+def _counts(exc: BaseException) -> bool:
+    """Whether a failed attempt spends the retry budget (a cancel the workflow asked for
+    does not)."""
+    return not isinstance(exc, asyncio.CancelledError)
+
+
+def _given_up(
+    exc: BaseException, failures: int | None, policy: RetryPolicy
+) -> ApplicationError | None:
+    """The final, non-retryable error once a retryable failure used the last attempt."""
+    budget = policy.maximum_attempts
+    if failures is None or budget <= 0 or failures < budget or not _counts(exc):
+        return None
+    if isinstance(exc, ApplicationError):
+        if exc.non_retryable or exc.type in (policy.non_retryable_error_types or ()):
+            return None
+        kind = exc.type or type(exc).__name__
+    else:
+        kind = type(exc).__name__
+    return ApplicationError(
+        f"{exc} (failed {failures} times; out of retries)", type=kind, non_retryable=True
+    )
+
+
+def _timed_out(what: str, failures: int, timeout: timedelta) -> ApplicationError:
+    return ApplicationError(
+        f"{what} timed out (start-to-close {timeout.total_seconds():g}s); "
+        f"failed {failures} times, out of retries",
+        type="StartToCloseTimeout",
+        non_retryable=True,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _heartbeating(spec: ActionSpec) -> AsyncIterator[None]:
-    """Heartbeat while the action runs so a workflow cancel reaches it promptly."""
+    """Heartbeat while the action or its compensation runs: a worker that dies mid-step
+    is noticed within the heartbeat time-out, and a workflow cancel reaches it promptly.
+
+    The first beat comes after one interval, so a short step sends none.
+    """
     if spec.heartbeat_timeout is None:
         yield
         return
-    interval = max(spec.heartbeat_timeout.total_seconds() / 3, 0.1)
+    interval = max(spec.heartbeat_timeout.total_seconds() / 4, 0.1)
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
@@ -183,9 +238,16 @@ class _StepInbound(ActivityInboundInterceptor):
         info = activity.info()
         saga_id, step_id = info.workflow_id or "", info.activity_id
         key = idempotency_key(saga_id, step_id)
+        ledger = self._ledger
         try:
-            prior = await self._ledger.call(
-                self._ledger.begin_step, key, saga_id, step_id, spec.name, info.attempt
+            prior = await ledger.call(
+                ledger.begin_step,
+                key,
+                saga_id,
+                step_id,
+                spec.name,
+                info.attempt,
+                spec.start_to_close_timeout,
             )
         except StepAlreadyCompensated as exc:
             raise ApplicationError(
@@ -196,6 +258,11 @@ class _StepInbound(ActivityInboundInterceptor):
             if spec.output_model is not None and prior.result is not None:
                 return spec.output_model.model_validate(prior.result)
             return prior.result
+        budget = spec.retry_policy.maximum_attempts
+        if prior is not None and 0 < budget <= prior.failures:  # the last one timed out
+            final = _timed_out(f"step {step_id}", prior.failures, spec.start_to_close_timeout)
+            await ledger.call(ledger.fail_step, key, str(final), False)
+            raise final
         ctx = self._context(spec, step_id, False, prior)
         token = _current.set(ctx)
         try:
@@ -204,8 +271,14 @@ class _StepInbound(ActivityInboundInterceptor):
             if self._faults.lose_response.get(spec.name, 0) >= info.attempt:
                 raise LostResponse(f"injected fault: response of {key} lost")
         except BaseException as exc:
-            if not isinstance(exc, LostResponse):
-                await asyncio.shield(self._ledger.call(self._ledger.fail_step, key, _message(exc)))
+            if _lost(exc):  # as if the worker died: nothing recorded
+                raise
+            failures = await asyncio.shield(
+                ledger.call(ledger.fail_step, key, _message(exc), _counts(exc))
+            )
+            gave_up = _given_up(exc, failures, spec.retry_policy)
+            if gave_up is not None:
+                raise gave_up from exc
             raise
         finally:
             _current.reset(token)
@@ -215,9 +288,21 @@ class _StepInbound(ActivityInboundInterceptor):
     async def _compensate(self, spec: ActionSpec, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         saga_id = info.workflow_id or ""
-        step_id = info.activity_id.split(COMPENSATE, 1)[0]
+        step_id, _, round_ = info.activity_id.partition(COMPENSATE)
         key = idempotency_key(saga_id, step_id)
-        record = await self._ledger.call(self._ledger.begin_compensation, key)
+        ledger = self._ledger
+        record = await ledger.call(
+            ledger.begin_compensation, key, int(round_ or 1), spec.compensation_timeout
+        )
+        policy = spec.compensation_retry_policy
+        if record is not None and 0 < policy.maximum_attempts <= record.compensation_failures:
+            final = _timed_out(
+                f"compensation of step {step_id}",
+                record.compensation_failures,
+                spec.compensation_timeout,
+            )
+            await ledger.call(ledger.finish_compensation, key, "failed", None, str(final), False)
+            raise final
         args = list(input.args)
         if (
             len(args) == 2
@@ -231,13 +316,19 @@ class _StepInbound(ActivityInboundInterceptor):
         ctx = self._context(spec, step_id, True, record)
         token = _current.set(ctx)
         try:
-            result = await super().execute_activity(input)
+            async with _heartbeating(spec):
+                result = await super().execute_activity(input)
         except BaseException as exc:
-            await asyncio.shield(
-                self._ledger.call(
-                    self._ledger.finish_compensation, key, "failed", None, _message(exc)
+            if _lost(exc):
+                raise
+            failures = await asyncio.shield(
+                ledger.call(
+                    ledger.finish_compensation, key, "failed", None, _message(exc), _counts(exc)
                 )
             )
+            gave_up = _given_up(exc, failures, policy)
+            if gave_up is not None:
+                raise gave_up from exc
             raise
         finally:
             _current.reset(token)

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from saga._agent import plan_with_agent
-    from saga._catalog import WAIT, ActionKind, ActionSpec, catalog
+    from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
     from saga._errors import PlanRejected
     from saga._models import (
         ApprovalDecision,
@@ -306,7 +306,9 @@ class SagaWorkflow:
                     activity_id=step_id,
                     start_to_close_timeout=spec.start_to_close_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
-                    retry_policy=spec.retry_policy,
+                    # The ledger interceptor spends the retry budget on real failures
+                    # only; attempts lost with a dead worker are retried without a cap.
+                    retry_policy=unbounded(spec.retry_policy),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
         except BaseException as exc:
@@ -347,7 +349,8 @@ class SagaWorkflow:
                     args=[state.args, state.result],
                     activity_id=f"{step_id}{COMPENSATE}{round_}",
                     start_to_close_timeout=spec.compensation_timeout,
-                    retry_policy=spec.compensation_retry_policy,
+                    heartbeat_timeout=spec.heartbeat_timeout,
+                    retry_policy=unbounded(spec.compensation_retry_policy),
                 )
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
