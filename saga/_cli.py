@@ -13,6 +13,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from temporalio.service import RPCError
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
 from saga._errors import PlanRejected, SagaError
+from saga._examples import example_names, find_example
 from saga._models import (
     ApprovalDecision,
     OperatorAction,
@@ -99,11 +101,24 @@ def load_policy(settings: Settings) -> Policy:
         raise UsageError(f"{settings.policy_file}: not a valid policy: {exc}") from None
 
 
-def _read_plan(path: Path, what: str = "plan") -> Any:
+def _plan_source(plan: str) -> Traversable:
+    """`--plan`: a file path, which wins when it exists, or a bundled example by name."""
+    path = Path(plan)
+    if path.is_file():
+        return path
+    example = find_example(plan)
+    if example is None:
+        raise UsageError(
+            f"plan file not found: {plan} (nor a bundled example: {', '.join(example_names())})"
+        )
+    return example
+
+
+def _read_plan(path: Traversable, what: str = "plan") -> Any:
     if not path.is_file():
         raise UsageError(f"{what} file not found: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
@@ -116,7 +131,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     request: str | None = None
     policy = load_policy(settings)
     if args.plan:
-        path = Path(args.plan)
+        path = _plan_source(args.plan)
         plan = _read_plan(path)
         try:
             checked = validate_plan(plan, catalog, max_steps=min(settings.max_steps, MAX_STEPS))
@@ -450,7 +465,10 @@ def parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", help="start a saga from a plan file or a request")
     start.add_argument("request", nargs="*", help="what you want, in words")
-    start.add_argument("--plan", help="JSON plan file")
+    start.add_argument(
+        "--plan",
+        help=f"JSON plan file, or a bundled example by name ({', '.join(example_names())})",
+    )
     start.add_argument("--id", help="saga id (default: generated)")
     start.add_argument("--wait", action="store_true", help="wait for the outcome")
     start.add_argument("--json", action="store_true", help="print the typed result as JSON")

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from temporalio.client import Client
 
 from saga._client import saga_state, start_saga, wait_saga
+from saga._examples import read_example
 from saga._models import SagaResult, SagaStatus, StepStatus
 from saga._settings import Settings
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
 REQUEST = "order 2 blue mugs for ana@example.com and charge her card"
-
-
-def _plan(name: str) -> Any:
-    return json.loads((EXAMPLES / name).read_text())
 
 
 def _stock(settings: Settings, sku: str) -> int | None:
@@ -64,15 +57,15 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
             console.print(f"[red]expected {expected.value}[/red]")
 
     sid = f"order-{run}"
-    await start_saga(client, _plan("order.json"), saga_id=sid, task_queue=queue)
+    await start_saga(client, read_example("order"), saga_id=sid, task_queue=queue)
     await show(
-        "1. an order that completes (examples/order.json)",
+        "1. an order that completes (saga start --plan order)",
         await wait_saga(client, sid),
         SagaStatus.COMPLETED,
     )
 
     sid = f"order-declined-{run}"
-    await start_saga(client, _plan("order_declined.json"), saga_id=sid, task_queue=queue)
+    await start_saga(client, read_example("order_declined"), saga_id=sid, task_queue=queue)
     await show(
         "2. card 4000000000000002 is declined: the reservation is released",
         await wait_saga(client, sid),
@@ -80,7 +73,7 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     )
 
     sid = f"order-cancelled-{run}"
-    await start_saga(client, _plan("order_cancel.json"), saga_id=sid, task_queue=queue)
+    await start_saga(client, read_example("order_cancel"), saga_id=sid, task_queue=queue)
     while True:
         state = await saga_state(client, sid)
         if any(s.id == "cooling-off" and s.status is StepStatus.RUNNING for s in state.steps):

@@ -111,6 +111,11 @@ async def test_cancel_from_the_cli(stack: Stack, tmp_path: Path) -> None:
     "args,message",
     [
         (["start", "--plan", "/does/not/exist.json"], "plan file not found"),
+        (
+            ["start", "--plan", "nope"],
+            "plan file not found: nope "
+            "(nor a bundled example: order, order_cancel, order_declined)",
+        ),
         (["start"], "give a plan (--plan FILE) or a request"),
         (["status", "no-such-saga"], "no saga 'no-such-saga'"),
     ],
