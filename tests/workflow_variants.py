@@ -1,4 +1,4 @@
-"""SagaWorkflow as a later release might change it, for the deploy test.
+"""SagaWorkflow as a later release might change it, for the deploy and update tests.
 
 Every variant is registered under the name ``SagaWorkflow``, as a new release of the same
 workflow is. The workflow sandbox imports this module: it imports temporalio and saga only.
@@ -11,7 +11,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from saga._models import SagaInput, SagaResult
+    from saga._models import OperatorAction, SagaInput, SagaResult
     from saga._workflow import SagaWorkflow
 
 ANNOUNCE = "announce-start"
@@ -49,3 +49,26 @@ class UnguardedAnnouncingSagaWorkflow(SagaWorkflow):
     async def run(self, inp: SagaInput) -> SagaResult:
         await _announce()
         return await super().run(inp)
+
+
+AUDIT_SECONDS = 2.0
+
+
+@workflow.defn(name="SagaWorkflow")
+class AuditedResolveSagaWorkflow(SagaWorkflow):
+    """Its resolve update keeps working after the saga has moved on (a durable timer
+    stands in for, say, an audit record), so it is still running when the saga ends."""
+
+    @workflow.run
+    async def run(self, inp: SagaInput) -> SagaResult:
+        return await super().run(inp)
+
+    @workflow.update
+    async def resolve_compensation(self, action: OperatorAction) -> SagaResult:
+        await super().resolve_compensation(action)
+        await workflow.sleep(AUDIT_SECONDS)
+        return self._state
+
+    @resolve_compensation.validator
+    def _validate_audited_resolve(self, action: OperatorAction) -> None:
+        self._must_be_stuck(action.step_id)
