@@ -62,7 +62,8 @@ from tests.agent import money
 from tests.agent.conftest import ScriptedModel, client_with, plan_response, plugin_for
 from tests.histories import FOLDER, replayer
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+REPO = Path(__file__).parents[2]
+EXAMPLES = REPO / "examples"
 IDENTITY = "histories-recorder"
 Handle = WorkflowHandle[SagaWorkflow, SagaResult]
 
@@ -374,7 +375,8 @@ async def _record_one(
     await replayer().replay_workflow(history)
     path = folder / f"{name}.json"
     path.write_text(history.to_json() + "\n")
-    print(f"{name}: {result.status.value}, {len(history.events)} events -> {path}")
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    print(f"{name}: {result.status.value}, {len(history.events)} events -> {shown}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
