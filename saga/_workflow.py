@@ -119,11 +119,11 @@ class SagaWorkflow:
         except asyncio.CancelledError:
             self._state.status = SagaStatus.CANCELLED
             self._state.error = "cancelled before any step ran"
-            await self._record(inp)
+            await self._close(inp)
             raise
         if plan is None:
             self._state.status = SagaStatus.REJECTED
-            await self._record(inp)
+            await self._close(inp)
             return self._state
         self._start(plan)
         failure: str | None = None
@@ -141,7 +141,7 @@ class SagaWorkflow:
                 raise
         else:
             self._state.status = SagaStatus.COMPLETED
-            await self._record(inp)
+            await self._close(inp)
             return self._state
 
         workflow.logger.info("saga %s unwinding: %s", self._state.saga_id, failure)
@@ -156,10 +156,10 @@ class SagaWorkflow:
         unwinding.result()
         if self._cancel_requested or workflow.cancellation_reason() is not None:
             self._state.status = SagaStatus.CANCELLED
-            await self._record(inp)
+            await self._close(inp)
             raise asyncio.CancelledError("saga cancelled; every effect compensated")
         self._state.status = SagaStatus.COMPENSATED
-        await self._record(inp)
+        await self._close(inp)
         return self._state
 
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
@@ -387,6 +387,21 @@ class SagaWorkflow:
             self._state.status = SagaStatus.COMPENSATING
         del self._decisions[step_id]
         return resolved
+
+    async def _close(self, inp: SagaInput) -> None:
+        """Before the saga closes: let update handlers still running return, then record.
+
+        An operator's update issued as the saga ends gets its answer rather than "workflow
+        completed before the update finished". Neither wait can be cut short by a cancel.
+        With no handler running the wait adds no command, so histories replay unchanged.
+        """
+        while True:
+            try:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                break
+            except asyncio.CancelledError:
+                self._cancel_requested = True
+        await self._record(inp)
 
     async def _record(self, inp: SagaInput) -> None:
         """Write the saga's status to the ledger; a cancel cannot interrupt it."""

@@ -1,0 +1,53 @@
+"""Event histories of representative sagas, replayed against today's code.
+
+Each ``*.json`` here (in this folder or a subfolder) is one saga's history as
+``WorkflowHistory.to_json()`` writes it (the format of ``temporal workflow show -o json``
+and of the Temporal UI's download). ``tests/test_replay.py`` replays every one of them;
+``python -m tests.histories.record`` records the ones named in
+:data:`tests.histories.record.SCENARIOS` again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+import activities  # noqa: F401  (declares the production actions in the catalog)
+from saga import SagaWorkflow
+from saga._agent_settings import AgentSettings, agents_plugin
+from tests.agent import money  # noqa: F401  (declares effects.* and money.charge)
+
+FOLDER = Path(__file__).parent
+
+
+def history_files() -> list[Path]:
+    """Every recorded history, old releases' subfolders included."""
+    return sorted(FOLDER.rglob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    """A history file, with the workflow id its start event names."""
+    text = path.read_text()
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    return WorkflowHistory.from_json(started["workflowId"], text)
+
+
+def replayer(*workflows: type) -> Replayer:
+    """A replayer that runs workflow code as ``saga.create_worker``'s worker runs it.
+
+    Same agents plugin (its payload converter, and its runner that makes model calls
+    activities), same sandbox with ``saga`` passed through (the workflow reads the
+    process-wide catalog, filled by importing the activities modules above).
+    ``workflows`` defaults to today's ``SagaWorkflow``.
+    """
+    return Replayer(
+        workflows=list(workflows) or [SagaWorkflow],
+        plugins=[agents_plugin(AgentSettings(openai_api_key=None))],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
+        ),
+    )

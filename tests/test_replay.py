@@ -1,0 +1,52 @@
+"""Every recorded saga history replays against today's workflow code.
+
+A history stands for a saga in flight when new code is deployed: if today's code would
+issue other commands than the recorded ones (an activity or timer added, removed or
+moved...), the replay raises ``NondeterminismError`` and the test fails. Change workflow
+code behind ``workflow.patched`` instead (README, "Changing workflow code safely");
+``python -m tests.histories.record`` records the histories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from saga import Ledger, Settings, create_worker
+from tests.conftest import unique
+from tests.histories import FOLDER, history_files, load, replayer
+from tests.histories.record import SCENARIOS
+
+# Every saga the recorder knows has a file (a missing one fails, it is not skipped), and
+# every file is replayed, older releases' subfolders included.
+CASES = sorted({FOLDER / f"{name}.json" for name in SCENARIOS} | set(history_files()))
+
+
+@pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(FOLDER)) for p in CASES])
+async def test_recorded_saga_replays_on_todays_code(path: Path) -> None:
+    history = load(path)
+    assert len(history.events) > 10, "not a whole saga"
+    await replayer().replay_workflow(history)
+
+
+async def test_the_replayer_runs_workflow_code_as_the_worker_does(
+    client: Client, tmp_path: Path
+) -> None:
+    """Same workflows, sandbox, payload converter and failure types as create_worker's."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    settings = Settings(task_queue=unique("replay"), data_dir=tmp_path)
+    try:
+        worker = create_worker(client, settings, ledger, activities=[])
+    finally:
+        ledger.close()
+    theirs = worker.config(active_config=True)
+    ours = replayer().config(active_config=True)
+    assert theirs["workflows"] == ours["workflows"]
+    assert theirs["workflow_runner"].restrictions == ours["workflow_runner"].restrictions
+    assert (
+        worker.client.data_converter.payload_converter_class
+        is ours["data_converter"].payload_converter_class
+    )
+    assert theirs["workflow_failure_exception_types"] == ours["workflow_failure_exception_types"]
