@@ -141,6 +141,10 @@ class InventoryActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    async def aclose(self) -> None:
+        """Close the database connections (the worker calls it when it stops)."""
+        await asyncio.to_thread(self.engine.dispose)
+
     @compensated_by(InventoryCompensations.release_inventory)
     @activity.defn
     async def reserve_inventory(self, inp: ReserveInput) -> ReserveResult:

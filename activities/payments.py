@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from compensations.payments import (
+    HTTP_TIMEOUT_SECONDS,
     ChargeInput,
     ChargeResult,
     PaymentCompensations,
@@ -36,10 +37,23 @@ __all__ = ["ChargeInput", "ChargeResult", "PaymentActivities", "build"]
 
 
 class PaymentActivities:
-    def __init__(self, client: stripe.StripeClient, *, test_mode: bool, localstripe: bool) -> None:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        test_mode: bool,
+        localstripe: bool,
+        http: stripe.HTTPXClient | None = None,
+    ) -> None:
         self._client = client
         self._test_mode = test_mode
         self._localstripe = localstripe
+        self._http = http
+
+    async def aclose(self) -> None:
+        """Close the Stripe client's connections (the worker calls it when it stops)."""
+        if self._http is not None:
+            await self._http.close_async()  # type: ignore[no-untyped-call]
 
     @compensated_by(
         PaymentCompensations.refund_payment,
@@ -152,11 +166,13 @@ class PaymentActivities:
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
     """`payments.charge` and its refund, bound to one Stripe client."""
-    client = stripe_client(settings)
+    http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+    client = stripe_client(settings, http)
     forward = PaymentActivities(
         client,
         test_mode=settings.stripe_api_key.startswith(("sk_test_", "rk_test_")),
         localstripe=settings.stripe_api_base is not None,
+        http=http,  # the forward side owns the client both sides share
     )
     undo = PaymentCompensations(client)
     return [forward.charge_payment, undo.refund_payment]

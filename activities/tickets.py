@@ -54,6 +54,10 @@ class TicketActivities:
         self.redmine = redmine
         self.default_project = default_project
 
+    async def aclose(self) -> None:
+        """Close the Redmine client (shared with the compensation) when the worker stops."""
+        await self.redmine.aclose()
+
     @compensated_by(
         TicketCompensations.close_ticket,
         # Redmine slows down badly under load: a longer budget than the default 5 tries.

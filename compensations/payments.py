@@ -86,7 +86,9 @@ class RefundResult(BaseModel):
 
 
 # -- Stripe plumbing shared by both directions ----------------------------------------
-def stripe_client(settings: Settings) -> stripe.StripeClient:
+def stripe_client(
+    settings: Settings, http_client: stripe.HTTPXClient | None = None
+) -> stripe.StripeClient:
     """The SDK client, from settings only: the key never enters workflow data.
 
     The SDK's own network retries are off: Temporal retries the activity, and the
@@ -97,7 +99,7 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
         settings.stripe_api_key,
         base_addresses=base,
         max_network_retries=0,
-        http_client=stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS),
+        http_client=http_client or stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS),
     )
 
 

@@ -307,25 +307,34 @@ async def _run_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from saga._ledger import Ledger
-    from saga._worker import create_worker
+    from saga._worker import close_activities, create_worker, load_activities
 
     ledger = Ledger(settings.ledger_url())
     client = await connect_client(settings)
+    acts = load_activities(settings)
 
     async def run(stop: asyncio.Event) -> None:
-        async with create_worker(client, settings, ledger):
+        async with create_worker(client, settings, ledger, acts):
             err.print(f"worker polling {settings.task_queue} at {settings.temporal_address}")
             await stop.wait()
+            err.print(
+                "worker stopping: no new steps; running ones get "
+                f"{settings.graceful_shutdown_seconds:g}s to finish, then are handed back"
+            )
 
-    await _run_until_signal(run)
-    ledger.close()
+    try:
+        await _run_until_signal(run)
+    finally:
+        await close_activities(acts)
+        ledger.close()
+    err.print("worker stopped")
     return 0
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from saga._devserver import DevServer
     from saga._ledger import Ledger
-    from saga._worker import connect, create_worker
+    from saga._worker import close_activities, connect, create_worker, load_activities
 
     port = args.port or settings.dev_server_port
     server = DevServer(port, settings.data_dir / "temporal.db")
@@ -345,7 +354,9 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             ledger = Ledger(dev_settings.ledger_url())
             exits.callback(ledger.close)
             client = await connect(dev_settings)
-            await exits.enter_async_context(create_worker(client, dev_settings, ledger))
+            acts = load_activities(dev_settings)
+            exits.push_async_callback(close_activities, acts)
+            await exits.enter_async_context(create_worker(client, dev_settings, ledger, acts))
             err.print(f"worker polling {dev_settings.task_queue}; Ctrl-C stops everything")
             if args.then is not None:
                 await args.then(client, dev_settings)

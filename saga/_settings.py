@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     dev_server_port: int = Field(
         7233, description="Port `saga dev` starts the embedded Temporal server on."
     )
+    graceful_shutdown_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM or Ctrl-C a worker stops polling and gives its running steps "
+        "this long to finish; the rest are handed back to other workers at once.",
+    )
 
     def inventory_db_url(self) -> str:
         if self.inventory_url:

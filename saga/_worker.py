@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -81,6 +83,21 @@ def with_agents_plugin(client: Client, agent_settings: AgentSettings | None = No
     return Client(**config)
 
 
+async def close_activities(activities: Sequence[Callable[..., Any]]) -> None:
+    """Close the clients of class-based activities: each object that owns bound
+    activities and has an ``aclose()`` is closed once (the worker calls it when it stops)."""
+    owners: dict[int, Any] = {}
+    for fn in activities:
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and callable(getattr(owner, "aclose", None)):
+            owners.setdefault(id(owner), owner)
+    for owner in owners.values():
+        try:
+            await owner.aclose()
+        except Exception:  # one failing close must not keep the others open
+            logging.getLogger(__name__).exception("closing %r failed", owner)
+
+
 def load_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Import the configured `module:function` and ask it for the activities."""
     module_name, _, func_name = settings.activities.partition(":")
@@ -113,6 +130,16 @@ def create_worker(
         # queue's activity tasks, or it would take (and fail) steps it cannot run.
         worker_options.setdefault("no_remote_activities", True)
     acts.append(LedgerActivities(ledger).record_saga_outcome)
+    # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
+    # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.
+    worker_options.setdefault("max_heartbeat_throttle_interval", timedelta(seconds=1))
+    worker_options.setdefault("default_heartbeat_throttle_interval", timedelta(seconds=1))
+    worker_options.setdefault(
+        "graceful_shutdown_timeout", timedelta(seconds=settings.graceful_shutdown_seconds)
+    )
+    # A saga whose worker died has its next workflow task on that worker's sticky queue;
+    # after this long it goes to the shared queue (default 10 s).
+    worker_options.setdefault("sticky_queue_schedule_to_start_timeout", timedelta(seconds=4))
     return Worker(
         with_agents_plugin(client, agent_settings),
         task_queue=settings.task_queue,
