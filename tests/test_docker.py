@@ -359,3 +359,13 @@ def test_shell_healthchecks_parse() -> None:
         test = SERVICES[name]["healthcheck"]["test"] if "healthcheck" in SERVICES[name] else None
         if test and test[0] == "CMD-SHELL":
             assert shlex.split(resolved(" ".join(test[1:]))), name
+
+
+def test_worker_drains_within_the_stop_grace_period() -> None:
+    """`docker compose stop` sends SIGTERM, then SIGKILL after stop_grace_period: the
+    worker's own grace for running steps must end first, or the drain is cut short."""
+    worker = SERVICES["worker"]
+    grace = resolved(worker["environment"], ENV_EXAMPLE)["SAGA_GRACEFUL_SHUTDOWN_SECONDS"]
+    stop = str(worker["stop_grace_period"])
+    assert stop.endswith("s"), stop
+    assert float(grace) + 10 <= float(stop[:-1]), (grace, stop)
