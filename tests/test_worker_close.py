@@ -1,0 +1,42 @@
+"""A stopping worker closes what its activities own: Stripe's and Redmine's HTTP clients
+and the inventory's database connections (`saga worker` calls this after draining)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from activities import build_activities
+from activities.inventory import InventoryActivities
+from activities.payments import PaymentActivities
+from activities.tickets import TicketActivities
+from saga import Settings
+from saga._worker import close_activities
+
+
+async def test_close_activities_closes_every_client_once(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        stripe_api_base="http://127.0.0.1:9",
+        redmine_url="http://127.0.0.1:9",
+        redmine_api_key="not-used",
+    )
+    acts = build_activities(settings)
+    owners = {type(fn.__self__): fn.__self__ for fn in acts if hasattr(fn, "__self__")}
+    payments = owners[PaymentActivities]
+    tickets = owners[TicketActivities]
+    inventory = owners[InventoryActivities]
+    with inventory.engine.connect() as conn:  # one pooled connection, checked back in
+        conn.execute(text("select 1"))
+    assert inventory.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    stripe_http = payments._http._client_async  # type: ignore[union-attr]
+    redmine_http = tickets.redmine.http
+    assert redmine_http is not None
+    assert not stripe_http.is_closed and not redmine_http.is_closed
+
+    await close_activities(acts)
+
+    assert stripe_http.is_closed and redmine_http.is_closed
+    assert inventory.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    await close_activities(acts)  # a second close is harmless
