@@ -119,13 +119,12 @@ def _message(exc: BaseException) -> str:
 def _lost(exc: BaseException) -> bool:
     """Whether the attempt is lost rather than failed, and so leaves the ledger as it is.
 
-    Lost: an injected lost response; the server gave the attempt up (a time-out: the next
-    attempt finds this one still running and counts it against the retry budget if it
-    ran out its start-to-close time-out); the worker shuts down and hands the step back.
-    A cancel the workflow asked for is a failure, but one that spends no budget.
+    Lost: the server gave the attempt up (a time-out: the next attempt finds this one
+    still running and counts it against the retry budget if it ran out its start-to-close
+    time-out); the worker shuts down and hands the step back. A cancel the workflow asked
+    for is a failure, but one that spends no budget. (An injected lost response is a
+    failure: in the world it is a read time-out or a reset connection.)
     """
-    if isinstance(exc, LostResponse):
-        return True
     if isinstance(exc, asyncio.CancelledError):
         details = activity.cancellation_details()
         return details is None or not details.cancel_requested
@@ -271,7 +270,7 @@ class _StepInbound(ActivityInboundInterceptor):
             if self._faults.lose_response.get(spec.name, 0) >= info.attempt:
                 raise LostResponse(f"injected fault: response of {key} lost")
         except BaseException as exc:
-            if _lost(exc):  # as if the worker died: nothing recorded
+            if _lost(exc):  # the attempt was given up or handed back: nothing recorded
                 raise
             failures = await asyncio.shield(
                 ledger.call(ledger.fail_step, key, _message(exc), _counts(exc))
