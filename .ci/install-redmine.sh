@@ -27,7 +27,13 @@ bundler_version=${bundler_version%%-*}  # Debian revision
 export BUNDLER_VERSION="$bundler_version"
 echo "redmine: using Debian's bundler $BUNDLER_VERSION"
 
-# 1. Packages, with dbconfig-common preseeded to create the SQLite database.
+# 1. Packages, with dbconfig-common preseeded to create the SQLite database. A purged
+#    redmine leaves templates of its per-instance questions behind without the questions,
+#    and debconf-set-selections then refuses them ("Cannot find a question"): debconf's
+#    own fix_db.pl drops such orphans first.
+if [ -x /usr/share/debconf/fix_db.pl ]; then
+  /usr/share/debconf/fix_db.pl
+fi
 cat <<'SEL' | debconf-set-selections
 redmine redmine/current-instances string default
 redmine redmine/instances/default/dbconfig-install boolean true
