@@ -34,6 +34,20 @@ echo "redmine: using Debian's bundler $BUNDLER_VERSION"
 if [ -x /usr/share/debconf/fix_db.pl ]; then
   /usr/share/debconf/fix_db.pl
 fi
+# Likewise ucf remembers the config files of a purged or broken install: one that is gone
+# from disk counts as "deleted by the admin" and is not written again, and then the
+# package's post-install finds no database.yml. Forget those, so they are written anew.
+if [ -f /var/lib/ucf/hashfile ]; then
+  awk '{print $2}' /var/lib/ucf/hashfile \
+    | grep -E '^/etc/(redmine|dbconfig-common/redmine)/' \
+    | while read -r conf; do
+        if [ ! -e "$conf" ]; then
+          echo "redmine: ucf remembers missing $conf; forgetting it"
+          ucf --purge "$conf"
+          ucfr --purge redmine "$conf" 2>/dev/null || true
+        fi
+      done
+fi
 cat <<'SEL' | debconf-set-selections
 redmine redmine/current-instances string default
 redmine redmine/instances/default/dbconfig-install boolean true
