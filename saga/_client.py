@@ -6,6 +6,7 @@ They name the workflow, its query and its updates by string, so a command like
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -30,6 +31,9 @@ async def connect_client(settings: Settings) -> Client:
     )
 
 
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+
+
 async def start_saga(
     client: Client,
     plan: Any,
@@ -46,6 +50,10 @@ async def start_saga(
         id=saga_id,
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # A worker that dies holding a workflow task costs this long before another
+        # worker takes the task (Temporal's default is 10 s); a saga's tasks take
+        # milliseconds.
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         result_type=SagaResult,
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 from temporalio.api.enums.v1 import TimeoutType
 
 from saga import SagaStatus, start_saga, wait_saga
+from saga._client import WORKFLOW_TASK_TIMEOUT
 from tests import effects
 from tests.conftest import Stack, eventually, unique
 from tests.test_cli import ROOT, cli_env
@@ -40,7 +41,11 @@ async def test_sigkill_mid_step_then_new_worker(stack: Stack, tmp_path: Path) ->
     first = spawn_worker(stack, queue, tmp_path / "worker1.log")
     second = None
     try:
-        await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
+        handle = await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
+        # A workflow task held by a dead worker is handed on after 5 s, not Temporal's 10.
+        config = (await handle.describe()).raw_description.execution_config
+        assert config.default_workflow_task_timeout.ToTimedelta() == WORKFLOW_TASK_TIMEOUT
+        assert WORKFLOW_TASK_TIMEOUT.total_seconds() == 5
 
         def b_running() -> bool:
             row = stack.ledger.step(f"{sid}/b")

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import stripe  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 from temporalio.exceptions import WorkflowAlreadyStartedError  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
@@ -413,6 +414,25 @@ async def _kill_periodically(workers: Workers, every: float, rnd: random.Random,
         workers.restart(victim)
 
 
+async def timeline(client: Client, sid: str) -> list[str]:
+    """The saga's history as `+seconds event (attempt, worker, failure)` lines."""
+    history = await client.get_workflow_handle(sid).fetch_history()
+    start = history.events[0].event_time.ToDatetime()
+    lines = []
+    for e in history.events:
+        name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_").lower()
+        extra = ""
+        if e.HasField("activity_task_started_event_attributes"):
+            a = e.activity_task_started_event_attributes
+            extra = f" attempt {a.attempt} on {a.identity}"
+            if a.last_failure.message:
+                extra += f" after: {a.last_failure.message[:60]}"
+        elif e.HasField("workflow_task_timed_out_event_attributes"):
+            extra = f" ({e.workflow_task_timed_out_event_attributes.timeout_type})"
+        lines.append(f"+{(e.event_time.ToDatetime() - start).total_seconds():6.1f}s {name}{extra}")
+    return lines
+
+
 def latency_figures(out: Outcome) -> dict[str, float]:
     """Median and worst saga latency (start to close), in seconds."""
     values = sorted(out.latencies.values())
@@ -478,6 +498,11 @@ async def run_chaos(
         )
         out.results = dict(zip(out.kinds, finals, strict=True))
         out.elapsed = time.monotonic() - started
+        if cfg.kill_every > 0 and out.latencies:
+            worst = max(out.latencies, key=out.latencies.__getitem__)
+            say(f"  slowest saga {worst} ({out.latencies[worst]:.1f}s):")
+            for line in await timeline(client, worst):
+                say(f"    {line}")
     finally:
         if killer is not None:
             killer.cancel()
