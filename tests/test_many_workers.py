@@ -16,6 +16,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError, RPCStatusCode
 
 from saga import SagaStatus, start_saga, wait_saga
 from tests import effects
@@ -56,13 +57,18 @@ async def all_polling(stack: Stack, queue: str, procs: list[subprocess.Popen[byt
     """
 
     async def pollers() -> bool:
-        desc = await stack.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=stack.client.namespace,
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        try:
+            desc = await stack.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=stack.client.namespace,
+                    task_queue=TaskQueue(name=queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                )
             )
-        )
+        except RPCError as exc:  # a busy dev server may cancel the call: ask again
+            if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE):
+                raise
+            return False
         seen = {identity_pid(p.identity) for p in desc.pollers}
         return {p.pid for p in procs} <= seen
 
