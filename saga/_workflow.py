@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from saga._step import COMPENSATE
 
 RECORD_SAGA = "record_saga_outcome"
+T = TypeVar("T")
 
 
 def _cause(exc: BaseException) -> str:
@@ -147,13 +149,8 @@ class SagaWorkflow:
         workflow.logger.info("saga %s unwinding: %s", self._state.saga_id, failure)
         self._state.error = failure
         self._state.status = SagaStatus.COMPENSATING
-        unwinding = asyncio.create_task(self._compensate_all(inp, plan.options))
-        while not unwinding.done():
-            try:
-                await asyncio.shield(unwinding)
-            except asyncio.CancelledError:
-                self._cancel_requested = True  # cancelled mid-compensation: keep going
-        unwinding.result()
+        # Cancelled mid-compensation: keep going.
+        await self._uncancellable(self._compensate_all(inp, plan.options))
         if self._cancel_requested or workflow.cancellation_reason() is not None:
             self._state.status = SagaStatus.CANCELLED
             await self._close(inp)
@@ -395,17 +392,12 @@ class SagaWorkflow:
         completed before the update finished". Neither wait can be cut short by a cancel.
         With no handler running the wait adds no command, so histories replay unchanged.
         """
-        while True:
-            try:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                break
-            except asyncio.CancelledError:
-                self._cancel_requested = True
+        await self._uncancellable(workflow.wait_condition(workflow.all_handlers_finished))
         await self._record(inp)
 
     async def _record(self, inp: SagaInput) -> None:
         """Write the saga's status to the ledger; a cancel cannot interrupt it."""
-        task = asyncio.create_task(
+        await self._uncancellable(
             workflow.execute_local_activity(
                 RECORD_SAGA,
                 SagaOutcome(
@@ -418,12 +410,17 @@ class SagaWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
             )
         )
+
+    async def _uncancellable(self, work: Awaitable[T]) -> T:
+        """Run ``work`` to its end in a task a workflow cancel cannot stop; a cancel that
+        arrives meanwhile is remembered (the saga then closes as cancelled)."""
+        task = asyncio.ensure_future(work)
         while not task.done():
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 self._cancel_requested = True
-        task.result()
+        return task.result()
 
 
 def _attempts(spec: ActionSpec) -> int:
