@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -233,6 +233,19 @@ class _StepInbound(ActivityInboundInterceptor):
                 return spec
         return None
 
+    async def _failed(
+        self, exc: BaseException, policy: RetryPolicy, record: Callable[..., int | None], *args: Any
+    ) -> ApplicationError | None:
+        """Record a failed attempt with ``record(*args, message, counts)`` on the ledger;
+        the final error once it spent the last of the budget. A lost attempt (given up by
+        the server, or handed back by a stopping worker) records nothing."""
+        if _lost(exc):
+            return None
+        failures = await asyncio.shield(
+            self._ledger.call(record, *args, _message(exc), _counts(exc))
+        )
+        return _given_up(exc, failures, policy)
+
     async def _forward(self, spec: ActionSpec, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         saga_id, step_id = info.workflow_id or "", info.activity_id
@@ -270,12 +283,7 @@ class _StepInbound(ActivityInboundInterceptor):
             if self._faults.lose_response.get(spec.name, 0) >= info.attempt:
                 raise LostResponse(f"injected fault: response of {key} lost")
         except BaseException as exc:
-            if _lost(exc):  # the attempt was given up or handed back: nothing recorded
-                raise
-            failures = await asyncio.shield(
-                ledger.call(ledger.fail_step, key, _message(exc), _counts(exc))
-            )
-            gave_up = _given_up(exc, failures, spec.retry_policy)
+            gave_up = await self._failed(exc, spec.retry_policy, ledger.fail_step, key)
             if gave_up is not None:
                 raise gave_up from exc
             raise
@@ -318,14 +326,9 @@ class _StepInbound(ActivityInboundInterceptor):
             async with _heartbeating(spec):
                 result = await super().execute_activity(input)
         except BaseException as exc:
-            if _lost(exc):
-                raise
-            failures = await asyncio.shield(
-                ledger.call(
-                    ledger.finish_compensation, key, "failed", None, _message(exc), _counts(exc)
-                )
+            gave_up = await self._failed(
+                exc, policy, ledger.finish_compensation, key, "failed", None
             )
-            gave_up = _given_up(exc, failures, policy)
             if gave_up is not None:
                 raise gave_up from exc
             raise
