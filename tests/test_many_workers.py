@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from saga import SagaStatus, start_saga, wait_saga
 from tests import effects
 from tests.conftest import Stack, eventually, unique
-from tests.test_worker_crash import spawn_worker
+from tests.test_worker_crash import spawn_worker, stop
 
 
 def plan(delay: float) -> dict[str, Any]:
@@ -73,15 +73,6 @@ async def all_polling(stack: Stack, queue: str, procs: list[subprocess.Popen[byt
         return {p.pid for p in procs} <= seen
 
     await eventually(pollers, timeout=120, interval=0.2)
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        if proc.poll() is None:
-            proc.wait(timeout=30)
 
 
 def assert_each_effect_once(stack: Stack, sagas: list[str]) -> None:

@@ -28,6 +28,33 @@ def spawn_worker(stack: Stack, queue: str, log: Path, **env: str) -> subprocess.
     )
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the workers still running (SIGTERM: each drains), and wait for them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.wait(timeout=30)
+
+
+async def until_running(
+    stack: Stack, sid: str, step_id: str, *, attempts: int | None = None, undo: bool = False
+) -> None:
+    """Wait until the ledger shows the step (or, with ``undo``, its compensation) running,
+    in its ``attempts``-th claim when given."""
+
+    def running() -> bool:
+        row = stack.ledger.step(f"{sid}/{step_id}")
+        if row is None:
+            return False
+        if undo:
+            return row.compensation_status == "running"
+        return row.status == "running" and attempts in (None, row.attempts)
+
+    await eventually(running, timeout=120, interval=0.05)
+
+
 async def test_sigkill_mid_step_then_new_worker(stack: Stack, tmp_path: Path) -> None:
     queue = unique("crash")
     sid = unique()
@@ -46,21 +73,13 @@ async def test_sigkill_mid_step_then_new_worker(stack: Stack, tmp_path: Path) ->
         config = (await handle.describe()).raw_description.execution_config
         assert config.default_workflow_task_timeout.ToTimedelta() == WORKFLOW_TASK_TIMEOUT
         assert WORKFLOW_TASK_TIMEOUT.total_seconds() == 5
-
-        def b_running() -> bool:
-            row = stack.ledger.step(f"{sid}/b")
-            return row is not None and row.status == "running"
-
-        await eventually(b_running, timeout=120, interval=0.05)
+        await until_running(stack, sid, "b")
         first.kill()  # SIGKILL: no cleanup, the activity is mid-flight
         assert first.wait(timeout=10) == -9
         second = spawn_worker(stack, queue, tmp_path / "worker2.log")
         result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=180)
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        stop([p for p in (first, second) if p is not None])
     assert result.status == SagaStatus.COMPLETED
     rows = effects.effects_of(stack.effects, sid)
     assert [r["name"] for r in rows] == ["a", "b", "c"]
@@ -102,12 +121,7 @@ async def test_dead_workers_do_not_spend_the_retry_budget(stack: Stack, tmp_path
     try:
         await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
         for kill in range(1, 6):
-
-            def b_running(n: int = kill) -> bool:
-                row = stack.ledger.step(f"{sid}/b")
-                return row is not None and row.status == "running" and row.attempts == n
-
-            await eventually(b_running, timeout=120, interval=0.05)
+            await until_running(stack, sid, "b", attempts=kill)
             procs[-1].kill()
             assert procs[-1].wait(timeout=10) == -9
             procs.append(spawn_worker(stack, queue, tmp_path / f"worker{kill}.log"))
@@ -118,7 +132,7 @@ async def test_dead_workers_do_not_spend_the_retry_budget(stack: Stack, tmp_path
             )
         result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=120)
     finally:
-        stop_all(procs)
+        stop(procs)
     assert result.status == SagaStatus.COMPLETED, result.error
     row = stack.ledger.step(f"{sid}/b")
     assert row is not None and row.attempts == 6 and row.failures == 0
@@ -170,12 +184,7 @@ async def test_compensation_of_a_killed_worker_resumes_within_seconds(
     second = None
     try:
         await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
-
-        def compensating() -> bool:
-            row = stack.ledger.step(f"{sid}/a")
-            return row is not None and row.compensation_status == "running"
-
-        await eventually(compensating, timeout=120, interval=0.05)
+        await until_running(stack, sid, "a", undo=True)
         first.kill()
         assert first.wait(timeout=10) == -9
         second = spawn_worker(stack, queue, tmp_path / "worker2.log")
@@ -191,7 +200,7 @@ async def test_compensation_of_a_killed_worker_resumes_within_seconds(
         await eventually(retried, timeout=30, interval=0.1)
         result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=120)
     finally:
-        stop_all([first] + ([second] if second else []))
+        stop([p for p in (first, second) if p is not None])
     assert result.status == SagaStatus.COMPENSATED
     assert effects.log_of(stack.effects, sid) == [
         ("apply", "a"),
@@ -219,12 +228,7 @@ async def test_sigterm_lets_the_running_step_finish_then_exits_0(
     second = None
     try:
         await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
-
-        def b_running() -> bool:
-            row = stack.ledger.step(f"{sid}/b")
-            return row is not None and row.status == "running"
-
-        await eventually(b_running, timeout=120, interval=0.05)
+        await until_running(stack, sid, "b")
         first.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(first.wait, 40) == 0
         # The draining worker finished b (it polled no new work, so c waits).
@@ -234,7 +238,7 @@ async def test_sigterm_lets_the_running_step_finish_then_exits_0(
         second = spawn_worker(stack, queue, tmp_path / "worker2.log")
         result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=120)
     finally:
-        stop_all([first] + ([second] if second else []))
+        stop([p for p in (first, second) if p is not None])
     assert result.status == SagaStatus.COMPLETED
     assert effects.log_of(stack.effects, sid) == [("apply", "a"), ("apply", "b"), ("apply", "c")]
     text = log.read_text()
@@ -256,12 +260,7 @@ async def test_sigterm_hands_back_a_step_longer_than_the_grace_period(
     second = None
     try:
         await start_saga(stack.client, plan, saga_id=sid, task_queue=queue)
-
-        def a_running() -> bool:
-            row = stack.ledger.step(f"{sid}/a")
-            return row is not None and row.status == "running"
-
-        await eventually(a_running, timeout=120, interval=0.05)
+        await until_running(stack, sid, "a")
         first.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(first.wait, 30) == 0
         # It left before the 8 s step took effect; the step went back to the server.
@@ -271,17 +270,8 @@ async def test_sigterm_hands_back_a_step_longer_than_the_grace_period(
         second = spawn_worker(stack, queue, tmp_path / "worker2.log")
         result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=120)
     finally:
-        stop_all([first] + ([second] if second else []))
+        stop([p for p in (first, second) if p is not None])
     assert result.status == SagaStatus.COMPLETED
     assert effects.log_of(stack.effects, sid) == [("apply", "a"), ("apply", "b")]
     row = stack.ledger.step(f"{sid}/a")
     assert row is not None and row.attempts == 2 and row.failures == 0
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        if proc.poll() is None:
-            proc.wait(timeout=30)
