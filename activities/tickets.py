@@ -54,6 +54,12 @@ class TicketActivities:
         self.redmine = redmine
         self.default_project = default_project
 
+    @property
+    def configured(self) -> bool:
+        """False without a Redmine URL and key: plans using tickets.create are then
+        refused at validation (see ``saga_available_actions``)."""
+        return self.redmine.http is not None
+
     async def aclose(self) -> None:
         """Close the Redmine client (shared with the compensation) when the worker stops."""
         await self.redmine.aclose()
@@ -160,7 +166,9 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
     """The tickets system's activities, on the Redmine that `settings` names.
 
     Without ``redmine_url`` and ``redmine_api_key`` the activities are still registered
-    and fail with a non-retryable ``TicketsNotConfigured`` error when a saga uses them.
+    (so a saga started before can still be compensated or fail clearly, with a
+    non-retryable ``TicketsNotConfigured``), but the worker reports tickets.create as not
+    configured and new plans that use it are refused before any step runs.
     """
     mode = TicketCompensation(settings.ticket_compensation)
     http = None

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import stripe
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from saga import Settings, current_step
+from saga import Amount, Currency, Settings, current_step
 
 if TYPE_CHECKING:
     from stripe._base_address import BaseAddresses
@@ -35,10 +35,8 @@ class ChargeInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    amount: int = Field(gt=0, le=99_999_999, description="Amount in the currency's minor unit.")
-    currency: str = Field(
-        pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code, e.g. `usd` or `eur`."
-    )
+    amount: Amount = Field(gt=0, le=99_999_999, description="Amount in the currency's minor unit.")
+    currency: Currency = Field(description="ISO 4217 code, e.g. `usd` or `eur`.")
     customer_email: str = Field(
         pattern=r"^[^@\s]+@[^@\s]+$", max_length=254, description="Who pays (the Customer)."
     )
@@ -53,11 +51,6 @@ class ChargeInput(BaseModel):
         description="Test mode only: a Stripe test card number, e.g. 4242424242424242.",
     )
     description: str | None = Field(None, max_length=500, description="What the charge is for.")
-
-    @field_validator("currency")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
 
     @model_validator(mode="after")
     def _one_way_to_pay(self) -> Self:

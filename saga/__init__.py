@@ -34,7 +34,9 @@ if TYPE_CHECKING:
         StepState,
         StepStatus,
     )
+    from saga._money import Amount, Currency
     from saga._plan import validate_plan
+    from saga._policy import Policy, check_policy
     from saga._settings import Settings
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
     from saga._worker import connect, create_worker, load_activities
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ActionKind": "saga._catalog",
+    "Amount": "saga._money",
+    "Currency": "saga._money",
+    "Policy": "saga._policy",
+    "check_policy": "saga._policy",
     "ActionSpec": "saga._catalog",
     "Catalog": "saga._catalog",
     "CatalogError": "saga._errors",
@@ -89,9 +95,11 @@ _EXPORTS = {
 __all__ = [
     "ActionKind",
     "ActionSpec",
+    "Amount",
     "Catalog",
     "CatalogError",
     "CompensationStatus",
+    "Currency",
     "DevServer",
     "Faults",
     "Ledger",
@@ -100,6 +108,7 @@ __all__ = [
     "Plan",
     "PlanOptions",
     "PlanRejected",
+    "Policy",
     "SagaError",
     "SagaInput",
     "SagaResult",
@@ -113,6 +122,7 @@ __all__ = [
     "StepState",
     "StepStatus",
     "catalog",
+    "check_policy",
     "compensated_by",
     "connect",
     "create_worker",

@@ -166,11 +166,13 @@ def check_plan(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> l
         plan = validate_plan(raw, cat, max_steps=min(MAX_PLAN_STEPS, policy.max_steps))
     except PlanRejected as exc:
         return list(exc.problems)
-    return check_policy(plan, policy)
+    return check_policy(plan, policy, cat)
 
 
-async def plan_with_agent(request: str, policy: Policy) -> PlanningResult:
-    """Plan ``request`` within ``policy``; runs in workflow code."""
+async def plan_with_agent(
+    request: str, policy: Policy, cat: Catalog = catalog
+) -> PlanningResult:
+    """Plan ``request`` within ``policy`` with the actions of ``cat``; runs in workflow code."""
     if not isinstance(get_default_agent_runner(), TemporalOpenAIRunner):
         # Without the plugin the SDK would call the model from workflow code: not durable.
         return PlanningResult(
@@ -179,7 +181,7 @@ async def plan_with_agent(request: str, policy: Policy) -> PlanningResult:
                 "(build it with saga.create_worker)"
             ]
         )
-    agent = planner_agent(policy)
+    agent = planner_agent(policy, cat)
     history: list[TResponseInputItem] = [{"role": "user", "content": request}]
     responses: list[ModelResponse] = []
     problems: list[str] = []
@@ -222,7 +224,7 @@ async def plan_with_agent(request: str, policy: Policy) -> PlanningResult:
         if output.cannot_plan:
             problems.append("plan: give either steps or cannot_plan, not both")
         if not problems:
-            problems = check_plan(raw, policy)
+            problems = check_plan(raw, policy, cat)
         if not problems:
             return PlanningResult(plan=raw, planner=_label(responses), model_calls=len(responses))
         history.append(_feedback(problems))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import RetryPolicy
 
 from saga._errors import CatalogError
+from saga._money import money_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,6 +98,18 @@ class ActionSpec:
     )
     builtin: bool = False
 
+    @property
+    def money(self) -> dict[str, str]:
+        """The input's :data:`~saga.Amount` and :data:`~saga.Currency` fields, by name."""
+        return money_fields(self.input_model)
+
+    def amounts(self, args: dict[str, Any]) -> list[int]:
+        """The amounts in validated ``args``: what the policy counts."""
+        return [args[f] for f, kind in self.money.items() if kind == "amount" and f in args]
+
+    def currencies(self, args: dict[str, Any]) -> list[str]:
+        return [args[f] for f, kind in self.money.items() if kind == "currency" and f in args]
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: what a planner needs to write a valid step."""
         return {
@@ -116,6 +129,10 @@ class Catalog:
     _by_activity: dict[str, ActionSpec] = field(default_factory=dict)
 
     def register(self, spec: ActionSpec) -> None:
+        try:
+            spec.money  # noqa: B018 - money the policy could not read is refused here
+        except TypeError as exc:
+            raise CatalogError(f"action {spec.name!r}: {exc}") from None
         existing = self._by_name.get(spec.name)
         if existing is not None and existing.activity_name != spec.activity_name:
             raise CatalogError(
@@ -139,6 +156,15 @@ class Catalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+    def only(self, names: Iterable[str]) -> Catalog:
+        """A catalog of these actions (and the built-in ones) only."""
+        keep = set(names)
+        out = Catalog()
+        for spec in self:
+            if spec.builtin or spec.name in keep:
+                out.register(spec)
+        return out
 
     def json_schema(self) -> dict[str, Any]:
         """The catalog as JSON schema, one entry per action (the agent reads this)."""

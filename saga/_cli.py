@@ -135,7 +135,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         plan = _read_plan(path)
         try:
             checked = validate_plan(plan, catalog, max_steps=min(settings.max_steps, MAX_STEPS))
-            problems = check_policy(checked, policy)
+            problems = check_policy(checked, policy, catalog)
             if problems:
                 raise PlanRejected(problems)
         except PlanRejected as exc:

@@ -2,34 +2,75 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
 
-from saga._catalog import ActionKind, Catalog
+from saga._catalog import ActionKind, ActionSpec, Catalog
 from saga._errors import PlanRejected
 from saga._models import Plan, PlanOptions, Step
 
 MAX_STEPS = 20
 """The engine's hard limit on plan length (settings and policy may lower it)."""
-STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+STEP_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""A step id, matched in full (``fullmatch``: no trailing newline slips through)."""
 _STEP_KEYS = {"id", "action", "args"}
 _PLAN_KEYS = {"steps", "options"}
 
 
+_JSON_TYPES = {
+    bool: "true/false",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
 def _errors(exc: ValidationError) -> list[str]:
+    """One line per problem; a wrong type says what was given, never the value itself."""
     out = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "args"
-        out.append(f"{where}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"].endswith("_type") and "input" in err:
+            msg += f", got {_JSON_TYPES.get(type(err['input']), type(err['input']).__name__)}"
+        out.append(f"{where}: {msg}")
     return out
 
 
-def validate_plan(raw: Any, catalog: Catalog, *, max_steps: int = 20) -> Plan:
+def canonical_args(spec: ActionSpec, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` validated strictly against the action's input model, as JSON again.
+
+    Strict as JSON is: an integer field takes a JSON integer only (not ``"5000"``,
+    ``5000.0`` or ``true``), a string field a string only. What comes back is what the
+    model parsed (defaults left out, values normalised, e.g. a currency in lower case):
+    the args the policy checks, a person approves, the hash covers and the activity
+    receives are this one object. Raises ``ValueError`` (``ValidationError``) otherwise.
+    """
+    try:
+        text = json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"args must be plain JSON: {exc}") from None
+    model = spec.input_model.model_validate_json(text, strict=True)
+    canonical: dict[str, Any] = model.model_dump(mode="json", exclude_unset=True)
+    return canonical
+
+
+def validate_plan(
+    raw: Any, catalog: Catalog, *, max_steps: int = 20, available: Collection[str] | None = None
+) -> Plan:
     """Return the plan as a typed :class:`Plan`, or raise :class:`PlanRejected`.
 
-    Pure and deterministic: the workflow calls it too.
+    Each step's args are replaced by their :func:`canonical_args`. ``available`` names
+    the actions the workers can run (``None``: the whole catalog); a step using another
+    one is refused here, before anything runs. Pure and deterministic: the workflow calls
+    it too.
     """
     if isinstance(raw, Plan):
         raw = raw.model_dump(mode="json")
@@ -59,12 +100,13 @@ def validate_plan(raw: Any, catalog: Catalog, *, max_steps: int = 20) -> Plan:
             problems.append(f"step {n}: must be an object with id, action and args")
             continue
         sid = item.get("id")
-        label = f"step {n}" if not isinstance(sid, str) or not sid else f"step {sid!r}"
+        valid_id = isinstance(sid, str) and STEP_ID.fullmatch(sid) is not None
+        label = f"step {sid!r}" if valid_id else f"step {n}"
         for key in sorted(set(item) - _STEP_KEYS):
             problems.append(f"{label}: unknown field {key!r} (allowed: id, action, args)")
         if sid is None or sid == "":
             problems.append(f"{label}: missing id")
-        elif not isinstance(sid, str) or not STEP_ID.match(sid):
+        elif not isinstance(sid, str) or not STEP_ID.fullmatch(sid):
             problems.append(f"{label}: id must match [a-z0-9][a-z0-9_-]* (at most 64 characters)")
         elif sid in seen:
             problems.append(f"{label}: duplicate id (also step {seen[sid]})")
@@ -81,13 +123,20 @@ def validate_plan(raw: Any, catalog: Catalog, *, max_steps: int = 20) -> Plan:
                 f"{label}: unknown action {action!r} (known: {', '.join(catalog.names())})"
             )
             continue
+        if available is not None and not spec.builtin and action not in available:
+            problems.append(
+                f"{label}: action {action} is not available: no worker of this saga runs it "
+                "(its system is not configured on the workers)"
+            )
         if not isinstance(args, dict):
             problems.append(f"{label}: args must be an object")
             continue
         try:
-            spec.input_model.model_validate(args)
+            args = canonical_args(spec, args)
         except ValidationError as exc:
             problems += [f"{label} ({action}): args.{e}" for e in _errors(exc)]
+        except ValueError as exc:
+            problems.append(f"{label} ({action}): {exc}")
         if spec.kind is ActionKind.PIVOT:
             if pivot_at is not None:
                 problems.append(
@@ -106,3 +155,19 @@ def validate_plan(raw: Any, catalog: Catalog, *, max_steps: int = 20) -> Plan:
     if problems:
         raise PlanRejected(problems)
     return Plan(steps=steps, options=options)
+
+
+def replace_args(
+    plan: Plan, step_id: str, args: dict[str, Any], catalog: Catalog, *, max_steps: int = MAX_STEPS
+) -> Plan:
+    """``plan`` with one step's args replaced, validated again as a whole.
+
+    What a person edits while the plan waits for approval goes through the same strict
+    validation as the plan itself; raises :class:`PlanRejected` or ``KeyError``.
+    """
+    raw = plan.model_dump(mode="json")
+    for step in raw["steps"]:
+        if step["id"] == step_id:
+            step["args"] = args
+            return validate_plan(raw, catalog, max_steps=max_steps)
+    raise KeyError(f"no step {step_id!r} in the plan")

@@ -9,14 +9,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from saga._catalog import ActionKind, Catalog
+from saga._money import CURRENCIES, Currency
 
 if TYPE_CHECKING:
-    from saga._models import Plan
+    from saga._models import Plan, Step
+
+
+class PolicyViolation(Exception):
+    """A step the policy cannot read; reported as a problem, never let through."""
 
 
 class ApprovalMode(enum.StrEnum):
@@ -35,7 +40,7 @@ class Policy(BaseModel):
     )
     max_amount_per_step: int | None = Field(None, ge=0)
     max_amount_per_saga: int | None = Field(None, ge=0)
-    currencies: list[str] | None = Field(None, description="Allowed ISO currency codes.")
+    currencies: list[Currency] | None = Field(None, description="Allowed ISO 4217 codes.")
     max_steps: int = Field(20, ge=1, le=100)
     approval: ApprovalMode = ApprovalMode.NEVER
     approval_threshold: int | None = Field(
@@ -47,33 +52,56 @@ class Policy(BaseModel):
     max_repairs: int = Field(2, ge=0, le=5, description="Model repair turns for bad plans.")
 
 
-def _amount(args: dict[str, Any]) -> int | None:
-    value = args.get("amount")
-    return value if isinstance(value, int) else None
+def _money(step: Step, catalog: Catalog) -> tuple[list[int], list[str]]:
+    """The step's amounts and currencies, read from its validated args.
+
+    A step whose action is unknown, or whose money the validation did not leave as an
+    integer and an ISO code, cannot be checked: that is a ``PolicyViolation``, never a
+    silent pass.
+    """
+    spec = catalog.get(step.action)
+    if spec is None:
+        raise PolicyViolation(f"step {step.id!r}: unknown action {step.action!r}")
+    amounts, currencies = spec.amounts(step.args), spec.currencies(step.args)
+    for amount in amounts:
+        if type(amount) is not int:
+            raise PolicyViolation(f"step {step.id!r}: amount {amount!r} is not an integer")
+    for currency in currencies:
+        if not isinstance(currency, str) or currency.upper() not in CURRENCIES:
+            raise PolicyViolation(f"step {step.id!r}: currency {currency!r} is not ISO 4217")
+    return amounts, currencies
 
 
-def check_policy(plan: Plan, policy: Policy) -> list[str]:
-    """Every way the plan breaks the policy, one line each; empty when it complies."""
+def check_policy(plan: Plan, policy: Policy, catalog: Catalog) -> list[str]:
+    """Every way the plan breaks the policy, one line each; empty when it complies.
+
+    ``plan`` is what :func:`~saga.validate_plan` returned: the policy reads the same
+    validated values the activities will receive.
+    """
     problems: list[str] = []
     if len(plan.steps) > policy.max_steps:
         problems.append(f"plan: {len(plan.steps)} steps, policy allows {policy.max_steps}")
     total = 0
-    currencies = {c.lower() for c in policy.currencies or []}
+    allowed_currencies = {c.lower() for c in policy.currencies or []}
     for step in plan.steps:
         label = f"step {step.id!r}"
         if policy.allowed_actions is not None and step.action not in policy.allowed_actions:
             problems.append(f"{label}: action {step.action} is not allowed by policy")
-        amount = _amount(step.args)
-        if amount is not None:
+        try:
+            amounts, currencies = _money(step, catalog)
+        except PolicyViolation as exc:
+            problems.append(str(exc))
+            continue
+        for amount in amounts:
             total += amount
             if policy.max_amount_per_step is not None and amount > policy.max_amount_per_step:
                 problems.append(
                     f"{label}: amount {amount} is over the per-step limit "
                     f"{policy.max_amount_per_step}"
                 )
-        currency = step.args.get("currency")
-        if currencies and isinstance(currency, str) and currency.lower() not in currencies:
-            problems.append(f"{label}: currency {currency} is not allowed by policy")
+        for currency in currencies:
+            if allowed_currencies and currency.lower() not in allowed_currencies:
+                problems.append(f"{label}: currency {currency} is not allowed by policy")
     if policy.max_amount_per_saga is not None and total > policy.max_amount_per_saga:
         problems.append(
             f"plan: total amount {total} is over the per-saga limit {policy.max_amount_per_saga}"
@@ -86,13 +114,16 @@ def needs_approval(plan: Plan, policy: Policy, catalog: Catalog) -> bool:
         return True
     if policy.approval is ApprovalMode.NEVER:
         return False
+    threshold = policy.approval_threshold
     for step in plan.steps:
         spec = catalog.get(step.action)
-        if spec is not None and spec.kind is ActionKind.PIVOT:
+        if spec is None or spec.kind is ActionKind.PIVOT:
             return True
-        amount = _amount(step.args)
-        threshold = policy.approval_threshold
-        if amount is not None and threshold is not None and amount > threshold:
+        try:
+            amounts, _ = _money(step, catalog)
+        except PolicyViolation:
+            return True  # what cannot be read is shown to a person
+        if threshold is not None and any(amount > threshold for amount in amounts):
             return True
     return False
 

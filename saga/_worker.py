@@ -24,12 +24,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from saga._agent_settings import AgentSettings, agents_plugin
+from saga._catalog import catalog
 from saga._ledger import Ledger
 from saga._models import SagaOutcome
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
-from saga._workflow import RECORD_SAGA, SagaWorkflow
+from saga._workflow import AVAILABLE_ACTIONS, RECORD_SAGA, SagaWorkflow
 
 
 class LedgerActivities:
@@ -50,6 +51,38 @@ class LedgerActivities:
                 plan=outcome.plan,
             )
         )
+
+
+class AvailableActions:
+    """Answers the workflow's question: which catalog actions can this worker run?
+
+    An action is available when its activity and its compensation are registered and
+    their owner does not say ``configured = False``.
+    """
+
+    def __init__(self, activities: Sequence[Callable[..., Any]]) -> None:
+        # An owner may say its system is not configured (``configured`` is False).
+        registered = {
+            _activity_name(fn)
+            for fn in activities
+            if getattr(getattr(fn, "__self__", None), "configured", True)
+        }
+        self._names = sorted(
+            spec.name
+            for spec in catalog
+            if not spec.builtin
+            and spec.activity_name in registered
+            and (spec.compensation is None or spec.compensation in registered)
+        )
+
+    @activity.defn(name=AVAILABLE_ACTIONS)
+    async def available_actions(self) -> list[str]:
+        return self._names
+
+
+def _activity_name(fn: Callable[..., Any]) -> str | None:
+    defn = getattr(fn, "__temporal_activity_definition", None)
+    return getattr(defn, "name", None)
 
 
 async def connect(
@@ -129,6 +162,8 @@ def create_worker(
         # A workflow-only worker: its one activity runs locally, so it must not poll the
         # queue's activity tasks, or it would take (and fail) steps it cannot run.
         worker_options.setdefault("no_remote_activities", True)
+    if acts or not workflows:
+        acts.append(AvailableActions(acts).available_actions)
     acts.append(LedgerActivities(ledger).record_saga_outcome)
     # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
     # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.

@@ -36,11 +36,13 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         StepStatus,
     )
-    from saga._plan import MAX_STEPS, validate_plan
+    from saga._plan import MAX_STEPS, replace_args, validate_plan
     from saga._policy import check_policy, needs_approval, plan_hash
     from saga._step import COMPENSATE
 
 RECORD_SAGA = "record_saga_outcome"
+AVAILABLE_ACTIONS = "saga_available_actions"
+"""Registered on every worker that runs steps: the catalog actions it can run."""
 T = TypeVar("T")
 
 
@@ -162,20 +164,31 @@ class SagaWorkflow:
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
         """The validated, policy-checked and (if required) approved plan, or None."""
         raw = inp.plan
+        if raw is None and not inp.request:
+            return self._reject(["saga: give a plan or a request"], "plan rejected")
+        available = await self._available_actions()
         if raw is None:
-            if not inp.request:
-                return self._reject(["saga: give a plan or a request"], "plan rejected")
+            assert inp.request is not None
             self._state.status = SagaStatus.PLANNING
-            planned = await plan_with_agent(inp.request, inp.policy)
+            planned = await plan_with_agent(
+                inp.request,
+                inp.policy,
+                catalog if available is None else catalog.only(available),
+            )
             self._state.planner = planned.planner
             if planned.plan is None:
                 return self._reject(planned.problems, "the planner found no valid plan")
             raw = planned.plan
         try:
-            plan = validate_plan(raw, catalog, max_steps=min(MAX_STEPS, inp.policy.max_steps))
+            plan = validate_plan(
+                raw,
+                catalog,
+                max_steps=min(MAX_STEPS, inp.policy.max_steps),
+                available=available,
+            )
         except PlanRejected as exc:
             return self._reject(exc.problems, "plan rejected")
-        problems = check_policy(plan, inp.policy)
+        problems = check_policy(plan, inp.policy, catalog)
         if problems:
             return self._reject(problems, "plan breaks the policy")
         self._state.plan = plan
@@ -196,6 +209,23 @@ class SagaWorkflow:
                 return self._reject([], f"plan rejected: {self._state.approval_note or ''}")
             plan = self._state.plan
         return plan
+
+    async def _available_actions(self) -> list[str] | None:
+        """The actions this saga's workers can run, asked of one of them.
+
+        A system that is not configured on the workers (no Redmine URL, say) registers no
+        activities; a plan using it is refused before any step runs, instead of failing
+        mid-saga and again in its compensation. ``None`` for sagas started before this
+        check existed (their histories replay without it).
+        """
+        if not workflow.patched("available-actions"):
+            return None
+        names: list[str] = await workflow.execute_activity(
+            AVAILABLE_ACTIONS,
+            start_to_close_timeout=timedelta(seconds=10),
+            result_type=list[str],
+        )
+        return names
 
     def _reject(self, problems: list[str], error: str) -> Plan | None:
         """Record why there is no plan to run; returns None for `return self._reject(...)`."""
@@ -247,21 +277,14 @@ class SagaWorkflow:
         self._edited(edit)
 
     def _edited(self, edit: StepEdit) -> Plan:
-        plan = self._state.plan
-        assert plan is not None
-        raw = plan.model_dump(mode="json")
-        found = False
-        for step in raw["steps"]:
-            if step["id"] == edit.step_id:
-                step["args"] = edit.args
-                found = True
-        if not found:
-            raise ValueError(f"no step {edit.step_id!r} in the plan")
+        assert self._state.plan is not None
         try:
-            new = validate_plan(raw, catalog, max_steps=MAX_STEPS)
+            new = replace_args(self._state.plan, edit.step_id, edit.args, catalog)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
         except PlanRejected as exc:
             raise ValueError("; ".join(exc.problems)) from None
-        problems = check_policy(new, self._policy)
+        problems = check_policy(new, self._policy, catalog)
         if problems:
             raise ValueError("; ".join(problems))
         return new

@@ -8,6 +8,10 @@ from tests import effects  # noqa: F401  (declares the effects.* actions)
 
 PUBLIC = {
     "ActionKind",
+    "Amount",
+    "Currency",
+    "Policy",
+    "check_policy",
     "ActionSpec",
     "Catalog",
     "CatalogError",

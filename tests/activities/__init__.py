@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from activities import inventory, notify
+from activities import inventory, notify, tickets
 from activities.inventory import ProductInfo, create_schema, make_engine, seed_products
 from saga import Ledger, SagaResult, Settings, create_worker, start_saga, wait_saga
 
@@ -56,6 +56,7 @@ async def systems_worker(
     inventory_url: str,
     smtp_port: int = 9,
     faults: str = "",
+    with_tickets: bool = False,
 ) -> AsyncIterator[Systems]:
     """Build the systems' activities from settings, as `saga worker` does, on a fresh queue."""
     settings = Settings(
@@ -70,6 +71,8 @@ async def systems_worker(
     engine = make_engine(inventory_url)
     create_schema(engine)
     acts = inventory.build(settings) + notify.build(settings)
+    if with_tickets:  # Redmine is not configured in these settings
+        acts += tickets.build(settings)
     try:
         async with create_worker(client, settings, ledger, activities=acts):
             yield Systems(client, settings, ledger, engine)

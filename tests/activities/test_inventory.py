@@ -218,3 +218,27 @@ def test_schema_and_seed_are_idempotent(tmp_path_factory: pytest.TempPathFactory
         assert stock_of(engine, "mug-blue") == 10
     finally:
         engine.dispose()
+
+
+async def test_an_action_whose_system_is_not_configured_is_refused_before_any_step(
+    client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Seen before: tickets.create with no Redmine failed, its compensation failed the same
+    way, and the saga sat in needs_attention holding the stock it had reserved."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('inventory') / 'inventory.db'}"
+    data = tmp_path_factory.mktemp("saga")
+    async with systems_worker(client, data, inventory_url=url, with_tickets=True) as systems:
+        sku = systems.product(stock=5)
+        ticket = {"id": "ticket", "action": "tickets.create", "args": {"subject": "outage"}}
+        done = await systems.run([reserve_step("reserve", sku, 2), ticket])
+        assert done.status == SagaStatus.REJECTED, done
+        assert done.problems == [
+            "step 'ticket': action tickets.create is not available: no worker of this saga "
+            "runs it (its system is not configured on the workers)"
+        ]
+        assert stock_of(systems.engine, sku) == 5
+        assert systems.ledger.steps(done.saga_id) == []
+        # The same worker still runs the systems it has.
+        ok = await systems.run([reserve_step("reserve", sku, 2)])
+        assert ok.status == SagaStatus.COMPLETED, ok
+        assert stock_of(systems.engine, sku) == 3

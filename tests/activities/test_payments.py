@@ -17,22 +17,29 @@ import pytest
 import stripe
 from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities import payments
 from compensations.payments import find_intent, metadata_for
 from saga import (
     Ledger,
+    Policy,
+    SagaInput,
     SagaResult,
     SagaStatus,
     Settings,
     create_worker,
     idempotency_key,
+    saga_state,
     start_saga,
     wait_saga,
 )
+from saga._client import update_saga
 from saga._localstripe import LocalStripe
+from saga._models import ApprovalDecision, StepEdit
+from saga._policy import ApprovalMode
 from tests import effects
+from tests.conftest import eventually
 from tests.history import history_text
 
 API_KEY = f"sk_test_{uuid.uuid4().hex}"
@@ -134,7 +141,7 @@ async def lossy(
         yield p
 
 
-def charge(step_id: str = "charge", amount: int = 1999, **pay_with: str) -> dict[str, Any]:
+def charge(step_id: str = "charge", amount: Any = 1999, **pay_with: str) -> dict[str, Any]:
     args: dict[str, Any] = {
         "amount": amount,
         "currency": "USD",
@@ -273,3 +280,62 @@ async def test_invalid_request_is_final(pay: Payments) -> None:
     assert step is not None and step.attempts == 1  # a 4xx is not retried
     [undo] = await pay.compensation_results(done.saga_id)
     assert undo["action"] == "nothing_to_undo"
+
+
+# -- strict money: what the policy checks is what is charged (issue #11) -----------------
+async def _start(pay: Payments, steps: list[dict[str, Any]], policy: Policy) -> str:
+    sid = f"pay-{uuid.uuid4().hex[:10]}"
+    await start_saga(
+        pay.client,
+        None,
+        saga_id=sid,
+        task_queue=pay.settings.task_queue,
+        input=SagaInput(plan={"steps": steps}, policy=policy),
+    )
+    return sid
+
+
+@pytest.mark.parametrize("amount", ["5000", 5000.0, True, "99999999"])
+async def test_an_amount_the_policy_cannot_read_charges_nothing(pay: Payments, amount: Any) -> None:
+    """Seen before: with a 1000 limit, "5000" and 5000.0 charged 5000, true charged 1."""
+    sid = await _start(pay, [charge(amount=amount)], Policy(max_amount_per_step=1000))
+    done = await wait_saga(pay.client, sid)
+    assert done.status == SagaStatus.REJECTED, done
+    assert done.problems[0].startswith("step 'charge' (payments.charge): args.amount:")
+    assert await pay.intents_with_key(idempotency_key(sid, "charge")) == []
+
+
+async def test_a_string_amount_does_not_skip_the_approval_gate(pay: Payments) -> None:
+    """Seen before: with approval=risky, "5000" ran at once while 5000 waited."""
+    risky = Policy(approval=ApprovalMode.RISKY, approval_threshold=1000)
+    sid = await _start(pay, [charge(amount="5000")], risky)
+    assert (await wait_saga(pay.client, sid)).status == SagaStatus.REJECTED
+    assert await pay.intents_with_key(idempotency_key(sid, "charge")) == []
+
+    waiting = await _start(pay, [charge(amount=5000)], risky)
+    state = await eventually(lambda: _if_awaiting(pay.client, waiting), timeout=20)
+    assert state.plan is not None and state.plan.steps[0].args["amount"] == 5000
+    # An edit during approval is held to the same rules: no string amount, no new limit.
+    for args, why in [
+        (
+            {**state.plan.steps[0].args, "amount": "50"},
+            "args.amount: Input should be a valid integer",
+        ),
+        ({**state.plan.steps[0].args, "currency": "xyz"}, "not an ISO 4217 currency code"),
+    ]:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update_saga(
+                pay.client,
+                waiting,
+                "edit_step",
+                StepEdit(plan_hash=state.plan_hash or "", step_id="charge", args=args),
+            )
+        assert why in str(refused.value.cause)
+    await update_saga(pay.client, waiting, "reject", ApprovalDecision(by="test"))
+    assert (await wait_saga(pay.client, waiting)).status == SagaStatus.REJECTED
+    assert await pay.intents_with_key(idempotency_key(waiting, "charge")) == []
+
+
+async def _if_awaiting(client: Client, sid: str) -> SagaResult | None:
+    state = await saga_state(client, sid)
+    return state if state.status == SagaStatus.AWAITING_APPROVAL else None

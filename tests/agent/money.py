@@ -14,15 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
-from saga import Settings, compensated_by, current_step
+from saga import Amount, Currency, Settings, compensated_by, current_step
 from tests import effects
 
 
 class ChargeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, description="What the charge is for.")
-    amount: int = Field(gt=0, description="Amount in cents.")
-    currency: str = Field(pattern=r"^[a-z]{3}$", description="ISO code, lowercase.")
+    amount: Amount = Field(gt=0, description="Amount in cents.")
+    currency: Currency = Field(description="ISO 4217 code.")
 
 
 class ChargeResult(BaseModel):
