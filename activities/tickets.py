@@ -57,7 +57,7 @@ class TicketActivities:
     @property
     def configured(self) -> bool:
         """False without a Redmine URL and key: plans using tickets.create are then
-        refused at validation (see ``saga_available_actions``)."""
+        refused at validation (see ``saga_worker_capabilities``)."""
         return self.redmine.http is not None
 
     async def aclose(self) -> None:

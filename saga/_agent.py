@@ -169,9 +169,7 @@ def check_plan(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> l
     return check_policy(plan, policy, cat)
 
 
-async def plan_with_agent(
-    request: str, policy: Policy, cat: Catalog = catalog
-) -> PlanningResult:
+async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) -> PlanningResult:
     """Plan ``request`` within ``policy`` with the actions of ``cat``; runs in workflow code."""
     if not isinstance(get_default_agent_runner(), TemporalOpenAIRunner):
         # Without the plugin the SDK would call the model from workflow code: not durable.

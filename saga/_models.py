@@ -50,6 +50,18 @@ class SagaInput(BaseModel):
     policy: Policy = Field(default_factory=Policy)
 
 
+class WorkerCapabilities(BaseModel):
+    """What the workers that run a saga's steps can do and allow."""
+
+    actions: list[str] | None = Field(
+        description="Catalog actions they can run (configured); None: not known here "
+        "(a workflow-only worker, whose steps run on other workers)."
+    )
+    policy: Policy | None = Field(
+        None, description="Their own policy (SAGA_POLICY_FILE): a floor no starter loosens."
+    )
+
+
 class SagaStatus(enum.StrEnum):
     PENDING = "pending"
     PLANNING = "planning"

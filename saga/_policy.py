@@ -52,6 +52,42 @@ class Policy(BaseModel):
     max_repairs: int = Field(2, ge=0, le=5, description="Model repair turns for bad plans.")
 
 
+_APPROVAL_ORDER = [ApprovalMode.NEVER, ApprovalMode.RISKY, ApprovalMode.ALWAYS]
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _common(a: list[str] | None, b: list[str] | None) -> list[str] | None:
+    return b if a is None else a if b is None else [x for x in a if x in b]
+
+
+def stricter(policy: Policy, floor: Policy) -> Policy:
+    """What both policies allow: the starter's ``policy`` held to the workers' ``floor``.
+
+    Whoever starts a saga passes a policy; the workers' own (``SAGA_POLICY_FILE`` where
+    they run) is a floor that no starter can loosen.
+    """
+    approval = max(policy.approval, floor.approval, key=_APPROVAL_ORDER.index)
+    return Policy(
+        allowed_actions=_common(policy.allowed_actions, floor.allowed_actions),
+        max_amount_per_step=_least(policy.max_amount_per_step, floor.max_amount_per_step),
+        max_amount_per_saga=_least(policy.max_amount_per_saga, floor.max_amount_per_saga),
+        currencies=_common(policy.currencies, floor.currencies),
+        max_steps=min(policy.max_steps, floor.max_steps),
+        approval=approval,
+        approval_threshold=_least(
+            policy.approval_threshold if policy.approval is approval else None,
+            floor.approval_threshold if floor.approval is approval else None,
+        ),
+        approval_timeout_seconds=min(
+            policy.approval_timeout_seconds, floor.approval_timeout_seconds
+        ),
+        max_repairs=min(policy.max_repairs, floor.max_repairs),
+    )
+
+
 def _money(step: Step, catalog: Catalog) -> tuple[list[int], list[str]]:
     """The step's amounts and currencies, read from its validated args.
 

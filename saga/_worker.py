@@ -25,12 +25,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from saga._agent_settings import AgentSettings, agents_plugin
 from saga._catalog import catalog
+from saga._errors import SagaError
 from saga._ledger import Ledger
-from saga._models import SagaOutcome
+from saga._models import SagaOutcome, WorkerCapabilities
+from saga._policy import Policy
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
-from saga._workflow import AVAILABLE_ACTIONS, RECORD_SAGA, SagaWorkflow
+from saga._workflow import RECORD_SAGA, WORKER_CAPABILITIES, SagaWorkflow
 
 
 class LedgerActivities:
@@ -53,31 +55,49 @@ class LedgerActivities:
         )
 
 
-class AvailableActions:
-    """Answers the workflow's question: which catalog actions can this worker run?
+class Capabilities:
+    """Answers the workflow's question (a local activity): which actions can this worker
+    run, under what policy of its own?
 
     An action is available when its activity and its compensation are registered and
     their owner does not say ``configured = False``.
     """
 
-    def __init__(self, activities: Sequence[Callable[..., Any]]) -> None:
-        # An owner may say its system is not configured (``configured`` is False).
-        registered = {
-            _activity_name(fn)
-            for fn in activities
-            if getattr(getattr(fn, "__self__", None), "configured", True)
-        }
-        self._names = sorted(
-            spec.name
-            for spec in catalog
-            if not spec.builtin
-            and spec.activity_name in registered
-            and (spec.compensation is None or spec.compensation in registered)
-        )
+    def __init__(
+        self, activities: Sequence[Callable[..., Any]] | None, policy: Policy | None
+    ) -> None:
+        actions = None
+        if activities is not None:
+            # An owner may say its system is not configured (``configured`` is False).
+            registered = {
+                _activity_name(fn)
+                for fn in activities
+                if getattr(getattr(fn, "__self__", None), "configured", True)
+            }
+            actions = sorted(
+                spec.name
+                for spec in catalog
+                if not spec.builtin
+                and spec.activity_name in registered
+                and (spec.compensation is None or spec.compensation in registered)
+            )
+        self._caps = WorkerCapabilities(actions=actions, policy=policy)
 
-    @activity.defn(name=AVAILABLE_ACTIONS)
-    async def available_actions(self) -> list[str]:
-        return self._names
+    @activity.defn(name=WORKER_CAPABILITIES)
+    async def worker_capabilities(self) -> WorkerCapabilities:
+        return self._caps
+
+
+def worker_policy(settings: Settings) -> Policy | None:
+    """The workers' own policy from ``SAGA_POLICY_FILE``, or None."""
+    if settings.policy_file is None:
+        return None
+    try:
+        return Policy.model_validate_json(settings.policy_file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SagaError(
+            f"SAGA_POLICY_FILE={settings.policy_file}: not a valid policy: {exc}"
+        ) from None
 
 
 def _activity_name(fn: Callable[..., Any]) -> str | None:
@@ -162,8 +182,10 @@ def create_worker(
         # A workflow-only worker: its one activity runs locally, so it must not poll the
         # queue's activity tasks, or it would take (and fail) steps it cannot run.
         worker_options.setdefault("no_remote_activities", True)
-    if acts or not workflows:
-        acts.append(AvailableActions(acts).available_actions)
+    # Asked as a local activity by the workflow; a workflow-only worker cannot say which
+    # actions the queue's activity workers run (None), only its own policy.
+    caps = Capabilities(acts if acts or not workflows else None, worker_policy(settings))
+    acts.append(caps.worker_capabilities)
     acts.append(LedgerActivities(ledger).record_saga_outcome)
     # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
     # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.

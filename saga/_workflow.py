@@ -35,14 +35,15 @@ with workflow.unsafe.imports_passed_through():
         StepEdit,
         StepState,
         StepStatus,
+        WorkerCapabilities,
     )
     from saga._plan import MAX_STEPS, replace_args, validate_plan
-    from saga._policy import check_policy, needs_approval, plan_hash
+    from saga._policy import Policy, check_policy, needs_approval, plan_hash, stricter
     from saga._step import COMPENSATE
 
 RECORD_SAGA = "record_saga_outcome"
-AVAILABLE_ACTIONS = "saga_available_actions"
-"""Registered on every worker that runs steps: the catalog actions it can run."""
+WORKER_CAPABILITIES = "saga_worker_capabilities"
+"""Registered on every worker (a local activity): the actions it can run, its policy."""
 T = TypeVar("T")
 
 
@@ -166,13 +167,14 @@ class SagaWorkflow:
         raw = inp.plan
         if raw is None and not inp.request:
             return self._reject(["saga: give a plan or a request"], "plan rejected")
-        available = await self._available_actions()
+        available, policy = await self._capabilities(inp.policy)
+        self._policy = policy
         if raw is None:
             assert inp.request is not None
             self._state.status = SagaStatus.PLANNING
             planned = await plan_with_agent(
                 inp.request,
-                inp.policy,
+                policy,
                 catalog if available is None else catalog.only(available),
             )
             self._state.planner = planned.planner
@@ -183,24 +185,23 @@ class SagaWorkflow:
             plan = validate_plan(
                 raw,
                 catalog,
-                max_steps=min(MAX_STEPS, inp.policy.max_steps),
+                max_steps=min(MAX_STEPS, policy.max_steps),
                 available=available,
             )
         except PlanRejected as exc:
             return self._reject(exc.problems, "plan rejected")
-        problems = check_policy(plan, inp.policy, catalog)
+        problems = check_policy(plan, policy, catalog)
         if problems:
             return self._reject(problems, "plan breaks the policy")
         self._state.plan = plan
         self._state.plan_hash = plan_hash(plan)
-        if needs_approval(plan, inp.policy, catalog):
+        if needs_approval(plan, policy, catalog):
             self._state.approval = ApprovalState.PENDING
             self._state.status = SagaStatus.AWAITING_APPROVAL
-            self._policy = inp.policy
             try:
                 await workflow.wait_condition(
                     lambda: self._state.approval is not ApprovalState.PENDING,
-                    timeout=timedelta(seconds=inp.policy.approval_timeout_seconds),
+                    timeout=timedelta(seconds=policy.approval_timeout_seconds),
                 )
             except builtins.TimeoutError:
                 self._state.approval = ApprovalState.TIMED_OUT
@@ -210,22 +211,24 @@ class SagaWorkflow:
             plan = self._state.plan
         return plan
 
-    async def _available_actions(self) -> list[str] | None:
-        """The actions this saga's workers can run, asked of one of them.
+    async def _capabilities(self, policy: Policy) -> tuple[list[str] | None, Policy]:
+        """The actions this saga's workers can run, and ``policy`` held to theirs.
 
-        A system that is not configured on the workers (no Redmine URL, say) registers no
-        activities; a plan using it is refused before any step runs, instead of failing
-        mid-saga and again in its compensation. ``None`` for sagas started before this
-        check existed (their histories replay without it).
+        Asked of the worker running the workflow, as a local activity (a marker in
+        history, no task queue round trip): a system that is not configured there (no
+        Redmine URL, say) makes no action available, and a plan using it is refused
+        before any step runs instead of failing mid-saga and again in its compensation;
+        the worker's own policy is a floor the starter's cannot loosen. Sagas started
+        before this check existed replay without it (``None``, their own policy).
         """
-        if not workflow.patched("available-actions"):
-            return None
-        names: list[str] = await workflow.execute_activity(
-            AVAILABLE_ACTIONS,
+        if not workflow.patched("worker-capabilities"):
+            return None, policy
+        caps: WorkerCapabilities = await workflow.execute_local_activity(
+            WORKER_CAPABILITIES,
             start_to_close_timeout=timedelta(seconds=10),
-            result_type=list[str],
+            result_type=WorkerCapabilities,
         )
-        return names
+        return caps.actions, policy if caps.policy is None else stricter(policy, caps.policy)
 
     def _reject(self, problems: list[str], error: str) -> Plan | None:
         """Record why there is no plan to run; returns None for `return self._reject(...)`."""

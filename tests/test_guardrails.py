@@ -34,7 +34,7 @@ from saga import (
 from saga._catalog import Catalog
 from saga._money import CURRENCIES
 from saga._plan import replace_args
-from saga._policy import ApprovalMode, needs_approval, plan_hash
+from saga._policy import ApprovalMode, needs_approval, plan_hash, stricter
 from tests import effects  # noqa: F401  (test actions: effects.*)
 from tests.agent import money  # noqa: F401  (a second action that moves money)
 
@@ -367,3 +367,31 @@ def test_check_policy_does_not_trust_an_unvalidated_plan() -> None:
         "step 'pay': amount '5000' is not an integer"
     ]
     assert needs_approval(plan, Policy(approval=ApprovalMode.RISKY), catalog)
+
+
+def test_the_stricter_of_two_policies_allows_only_what_both_allow() -> None:
+    starter = Policy(
+        allowed_actions=["payments.charge", "inventory.reserve"],
+        max_amount_per_step=5000,
+        currencies=["eur", "usd"],
+        approval=ApprovalMode.RISKY,
+        approval_threshold=3000,
+        max_steps=10,
+    )
+    floor = Policy(
+        allowed_actions=["payments.charge", "notify.email"],
+        max_amount_per_step=1000,
+        max_amount_per_saga=2000,
+        currencies=["usd"],
+        approval=ApprovalMode.RISKY,
+        approval_threshold=500,
+        max_repairs=0,
+    )
+    both = stricter(starter, floor)
+    assert both.allowed_actions == ["payments.charge"]
+    assert (both.max_amount_per_step, both.max_amount_per_saga) == (1000, 2000)
+    assert both.currencies == ["usd"]
+    assert (both.approval, both.approval_threshold) == (ApprovalMode.RISKY, 500)
+    assert (both.max_steps, both.max_repairs) == (10, 0)
+    assert stricter(Policy(), floor) == stricter(floor, Policy())
+    assert stricter(starter, Policy(approval=ApprovalMode.ALWAYS)).approval == ApprovalMode.ALWAYS

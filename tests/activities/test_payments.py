@@ -94,7 +94,12 @@ class Payments:
 
 @asynccontextmanager
 async def payments_worker(
-    client: Client, data_dir: Path, server: LocalStripe, *, faults: str = ""
+    client: Client,
+    data_dir: Path,
+    server: LocalStripe,
+    *,
+    faults: str = "",
+    policy_file: Path | None = None,
 ) -> AsyncIterator[Payments]:
     settings = Settings(
         task_queue=f"payments-{uuid.uuid4().hex[:8]}",
@@ -103,6 +108,7 @@ async def payments_worker(
         stripe_api_key=API_KEY,
         stripe_api_base=server.url,
         faults=faults,
+        policy_file=policy_file,
     )
     ledger = Ledger(settings.ledger_url())
     acts = payments.build(settings) + effects.build_activities(settings)
@@ -339,3 +345,19 @@ async def test_a_string_amount_does_not_skip_the_approval_gate(pay: Payments) ->
 async def _if_awaiting(client: Client, sid: str) -> SagaResult | None:
     state = await saga_state(client, sid)
     return state if state.status == SagaStatus.AWAITING_APPROVAL else None
+
+
+async def test_the_workers_policy_is_a_floor_no_starter_can_loosen(
+    client: Client, localstripe: LocalStripe, tmp_path: Path
+) -> None:
+    """Whoever starts a saga passes a policy; a lenient one does not lift the workers'."""
+    floor = tmp_path / "policy.json"
+    floor.write_text(json.dumps({"max_amount_per_step": 1000, "currencies": ["usd"]}))
+    async with payments_worker(client, tmp_path, localstripe, policy_file=floor) as strict:
+        sid = await _start(strict, [charge(amount=5000)], Policy())
+        done = await wait_saga(client, sid)
+        assert done.status == SagaStatus.REJECTED, done
+        assert done.problems == ["step 'charge': amount 5000 is over the per-step limit 1000"]
+        assert await strict.intents_with_key(idempotency_key(sid, "charge")) == []
+        ok = await _start(strict, [charge(amount=900)], Policy(currencies=["usd", "eur"]))
+        assert (await wait_saga(client, ok)).status == SagaStatus.COMPLETED
