@@ -25,10 +25,12 @@ from agents import (
 from agents.run import get_default_agent_runner
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 from temporalio.openai_agents._openai_runner import TemporalOpenAIRunner
 
 from saga._catalog import Catalog, catalog
 from saga._errors import PlanRejected
+from saga._model_endpoint import MODEL_FAILURES
 from saga._plan import validate_plan
 from saga._policy import Policy, check_policy
 
@@ -39,10 +41,14 @@ AGENT_LABEL = "OpenAI Agents SDK planner"
 CATALOG_OPEN, CATALOG_CLOSE = "<catalog>", "</catalog>"
 POLICY_OPEN, POLICY_CLOSE = "<policy>", "</policy>"
 MAX_PLAN_STEPS = 20  # the workflow's own cap
+NO_VALID_PLAN = "the planner found no valid plan"
 
 
 class PlanningResult(BaseModel):
     plan: dict[str, Any] | None = None
+    error: str | None = None
+    """Without a plan, the headline: the model could not be reached, or it answered and
+    no valid plan came of it."""
     problems: list[str] = Field(default_factory=list)
     planner: str = "none"
     model_calls: int = 0
@@ -160,6 +166,24 @@ def _label(responses: list[ModelResponse]) -> str:
     return AGENT_LABEL
 
 
+def model_call_failure(exc: ActivityError) -> str:
+    """The headline of a model activity that failed for good (its retries spent).
+
+    The endpoint's own failures (see ``saga._model_endpoint``) already say what happened
+    and where; anything else is named as a failed model call.
+    """
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        if cause.type in MODEL_FAILURES:
+            return cause.message
+        kind = f"{cause.type}: " if cause.type else ""
+        return f"the model call failed: {kind}{cause.message}"
+    if isinstance(cause, ActivityTimeout):
+        kind = cause.type.name.lower() if cause.type is not None else "timeout"
+        return f"the model call failed: the activity timed out ({kind})"
+    return f"the model call failed: {cause or exc}"
+
+
 def check_plan(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> list[str]:
     """Catalog validation, then the policy: the same checks as for hand-written plans."""
     try:
@@ -174,10 +198,8 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
     if not isinstance(get_default_agent_runner(), TemporalOpenAIRunner):
         # Without the plugin the SDK would call the model from workflow code: not durable.
         return PlanningResult(
-            problems=[
-                "planner: this worker runs without the OpenAI Agents plugin "
-                "(build it with saga.create_worker)"
-            ]
+            error="the planner cannot run: this worker has no OpenAI Agents plugin "
+            "(build it with saga.create_worker)"
         )
     agent = planner_agent(policy, cat)
     history: list[TResponseInputItem] = [{"role": "user", "content": request}]
@@ -201,10 +223,9 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
             history.append(_feedback(problems))
             continue
         except ActivityError as exc:  # the model call failed, retries spent
-            cause: BaseException = exc.cause or exc
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             return PlanningResult(
-                problems=[*problems, f"planner: the model call failed: {message}"],
+                error=model_call_failure(exc),
+                problems=problems,  # those of the turn before, if any
                 planner=_label(responses),
                 model_calls=len(responses),
             )
@@ -214,6 +235,7 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
         assert isinstance(output, PlannerOutput)
         if output.cannot_plan and not output.steps:
             return PlanningResult(
+                error=NO_VALID_PLAN,
                 problems=[*problems, f"planner: {output.cannot_plan}"],
                 planner=_label(responses),
                 model_calls=len(responses),
@@ -227,10 +249,9 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
             return PlanningResult(plan=raw, planner=_label(responses), model_calls=len(responses))
         history.append(_feedback(problems))
     return PlanningResult(
-        problems=[
-            f"the planner found no valid plan after {policy.max_repairs} repair turn(s)",
-            *problems,
-        ],
+        error=f"{NO_VALID_PLAN}: the model answered, but its plan was still invalid "
+        f"after {policy.max_repairs} repair turn(s)",
+        problems=problems,
         planner=_label(responses),
         model_calls=len(responses),
     )

@@ -12,13 +12,17 @@ from datetime import timedelta
 from typing import Literal
 
 from agents import Model, ModelProvider, OpenAIChatCompletionsModel, OpenAIResponsesModel
-from openai import AsyncOpenAI
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.common import RetryPolicy
 from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
 
+from saga._model_endpoint import ModelEndpoint
 from saga._offline_model import OfflinePlanner
+
+ACTIVITY_MARGIN_SECONDS = 10
+"""The model activity's start-to-close time-out is the HTTP time-out plus this: a call
+that hangs is ended by the client, which can say which endpoint did not answer."""
 
 
 class AgentSettings(BaseSettings):
@@ -35,7 +39,11 @@ class AgentSettings(BaseSettings):
         "or `responses` (/v1/responses).",
     )
     model_timeout_seconds: float = Field(
-        120, gt=0, description="Start-to-close timeout of one model call (one activity)."
+        120,
+        gt=0,
+        description="How long one model call waits for the endpoint (connect, then each "
+        "read); the model activity's start-to-close time-out is this plus "
+        f"{ACTIVITY_MARGIN_SECONDS} s.",
     )
     model_max_attempts: int = Field(
         5, ge=1, description="Attempts per model call before planning fails (0 is not allowed)."
@@ -61,22 +69,27 @@ class SagaModelProvider(ModelProvider):
 
     def __init__(self, settings: AgentSettings) -> None:
         self._settings = settings
-        self._client: AsyncOpenAI | None = None
+        self._endpoint: ModelEndpoint | None = None
         if not settings.offline:
             assert settings.openai_api_key is not None
-            self._client = AsyncOpenAI(
-                api_key=settings.openai_api_key.get_secret_value(),
-                base_url=settings.openai_base_url,
-                max_retries=0,  # the activity's retry policy retries, durably
+            self._endpoint = ModelEndpoint(
+                settings.openai_api_key.get_secret_value(),
+                settings.openai_base_url,
+                model=settings.model,
+                timeout_seconds=settings.model_timeout_seconds,
             )
 
     def get_model(self, model_name: str | None) -> Model:
-        if self._client is None:
+        if self._endpoint is None:
             return OfflinePlanner()
         name = model_name or self._settings.model
+        client = self._endpoint.client
+        model: Model
         if self._settings.model_api == "responses":
-            return OpenAIResponsesModel(model=name, openai_client=self._client)
-        return OpenAIChatCompletionsModel(model=name, openai_client=self._client)
+            model = OpenAIResponsesModel(model=name, openai_client=client)
+        else:
+            model = OpenAIChatCompletionsModel(model=name, openai_client=client)
+        return self._endpoint.model(model)
 
 
 def agents_plugin(
@@ -86,7 +99,9 @@ def agents_plugin(
     settings = settings or AgentSettings()
     return OpenAIAgentsPlugin(
         model_params=ModelActivityParameters(
-            start_to_close_timeout=timedelta(seconds=settings.model_timeout_seconds),
+            start_to_close_timeout=timedelta(
+                seconds=settings.model_timeout_seconds + ACTIVITY_MARGIN_SECONDS
+            ),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=1),
                 backoff_coefficient=2.0,

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from saga._agent import plan_with_agent
+    from saga._agent import NO_VALID_PLAN, plan_with_agent
     from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
     from saga._errors import PlanRejected
     from saga._models import (
@@ -179,7 +179,7 @@ class SagaWorkflow:
             )
             self._state.planner = planned.planner
             if planned.plan is None:
-                return self._reject(planned.problems, "the planner found no valid plan")
+                return self._reject(planned.problems, planned.error or NO_VALID_PLAN)
             raw = planned.plan
         try:
             plan = validate_plan(

@@ -16,6 +16,7 @@ import activities.tickets  # noqa: F401  (the bundled example catalog)
 from saga import SagaStatus, Settings, connect
 from saga._agent import OFFLINE_LABEL, PlannerOutput, check_plan, planner_instructions, to_raw_plan
 from saga._agent_settings import AgentSettings, SagaModelProvider
+from saga._model_endpoint import EndpointModel
 from saga._offline_model import OfflinePlanner
 from saga._policy import Policy
 from saga._worker import with_agents_plugin
@@ -138,7 +139,8 @@ def test_settings_choose_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model == "qwen2.5:7b" and settings.model_api == "responses"
     assert settings.openai_base_url == "http://127.0.0.1:9/v1" and not settings.offline
     model = SagaModelProvider(settings).get_model(None)
-    assert type(model).__name__ == "OpenAIResponsesModel"
+    assert isinstance(model, EndpointModel)  # says its endpoint's failures in words
+    assert type(model.wrapped).__name__ == "OpenAIResponsesModel"
     assert json.dumps(settings.model_dump(mode="json")).count("sk-test-not-a-real-key") == 0
     monkeypatch.delenv("OPENAI_API_KEY")
     assert isinstance(SagaModelProvider(AgentSettings()).get_model("x"), OfflinePlanner)
