@@ -95,12 +95,12 @@ async def test_a_waiting_saga_survives_a_patched_deploy(
     assert effects.log_of(effects_engine, old_id) == [("apply", "a"), ("apply", "b")]
     old_history = await old.fetch_history()
     assert workers(old_history) == {"release-1", "release-2"}
-    assert patches(old_history) == []
+    assert patches(old_history) == ["worker-capabilities"]  # the engine's own, at its start
     # The new saga took the new path, and its history carries the patch marker.
     assert new_result.status == SagaStatus.COMPLETED, new_result
     assert effects.log_of(effects_engine, new_id) == [("notify", ANNOUNCEMENT), ("apply", "a")]
     new_history = await client.get_workflow_handle(new_id).fetch_history()
-    assert patches(new_history) == [ANNOUNCE]
+    assert patches(new_history) == ["worker-capabilities", ANNOUNCE]
 
     # Release 2 replays every one of these histories...
     for history in (in_flight, old_history, new_history):
