@@ -100,7 +100,7 @@ async def test_a_waiting_saga_survives_a_patched_deploy(
     assert new_result.status == SagaStatus.COMPLETED, new_result
     assert effects.log_of(effects_engine, new_id) == [("notify", ANNOUNCEMENT), ("apply", "a")]
     new_history = await client.get_workflow_handle(new_id).fetch_history()
-    assert patches(new_history) == ["worker-capabilities", ANNOUNCE]
+    assert patches(new_history) == [ANNOUNCE, "worker-capabilities"]
 
     # Release 2 replays every one of these histories...
     for history in (in_flight, old_history, new_history):
