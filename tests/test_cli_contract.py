@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from saga import start_saga
+from saga import SagaInput, SagaStatus, start_saga, wait_saga
 from saga._errors import InputRejected
 from saga._limits import MAX_ARG_BYTES, MAX_PLAN_BYTES, MAX_REQUEST_BYTES
 from tests.conftest import Stack, eventually, unique
@@ -377,3 +377,21 @@ async def test_start_saga_refuses_what_would_not_fit(stack: Stack) -> None:
             stack.client, None, saga_id=sid, task_queue=stack.settings.task_queue, request=" "
         )
     await assert_nothing_started(stack, sid)
+
+
+async def test_a_start_around_start_saga_is_rejected_by_the_workflow(stack: Stack) -> None:
+    """A 1 MB request started on Temporal directly (not through start_saga) is rejected by
+    the workflow itself, naming the limit, before the planner and its payloads see it."""
+    sid = unique("raw-too-big")
+    await stack.client.start_workflow(
+        "SagaWorkflow",
+        SagaInput(request="x" * 1_000_000),
+        id=sid,
+        task_queue=stack.settings.task_queue,
+    )
+    result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=60)
+    assert result.status == SagaStatus.REJECTED
+    assert result.problems == [
+        f"request is 1,000,000 bytes, over the limit of {MAX_REQUEST_BYTES:,} bytes"
+    ]
+    await eventually(lambda: (stack.ledger.saga(sid) or {}).get("status") == "rejected")
