@@ -5,8 +5,9 @@ goes on to the model call, the plan to every step and to the saga's result and s
 1 MB request used to pass the start and then fail the first workflow task forever
 (``PayloadsTooLarge``), leaving the saga pending. These limits keep the whole input well
 under the payload limit, and refuse a bigger one with one line naming the limit and the
-actual size. The CLI, the web app and :func:`saga.start_saga` all call
-:func:`check_saga_input`.
+actual size. :func:`saga.start_saga` (every start the package makes: CLI, demo, any
+program) calls :func:`check_saga_input`, the CLI before it validates the plan, and the
+workflow itself for a start that went around ``start_saga``.
 """
 
 from __future__ import annotations

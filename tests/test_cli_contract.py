@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from saga import SagaInput, SagaStatus, start_saga, wait_saga
-from saga._errors import InputRejected
+from saga import InputRejected, SagaInput, SagaStatus, start_saga, wait_saga
 from saga._limits import MAX_ARG_BYTES, MAX_PLAN_BYTES, MAX_REQUEST_BYTES
 from tests.conftest import Stack, eventually, unique
 from tests.test_cli import ROOT, cli_env, write_plan
