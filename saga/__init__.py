@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     )
     from saga._client import saga_state, start_saga, wait_saga
     from saga._devserver import DevServer, free_port, temporal_binary, test_server_binary
-    from saga._errors import CatalogError, PlanRejected, SagaError, StepAlreadyCompensated
+    from saga._errors import (
+        CatalogError,
+        InputRejected,
+        PlanRejected,
+        SagaError,
+        StepAlreadyCompensated,
+    )
     from saga._ledger import Ledger, StepSnapshot, make_engine, migrate
     from saga._models import (
         CompensationStatus,
@@ -54,6 +60,7 @@ _EXPORTS = {
     "CompensationStatus": "saga._models",
     "DevServer": "saga._devserver",
     "Faults": "saga._step",
+    "InputRejected": "saga._errors",
     "Ledger": "saga._ledger",
     "LedgerInterceptor": "saga._step",
     "OperatorAction": "saga._models",
@@ -102,6 +109,7 @@ __all__ = [
     "Currency",
     "DevServer",
     "Faults",
+    "InputRejected",
     "Ledger",
     "LedgerInterceptor",
     "OperatorAction",

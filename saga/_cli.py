@@ -15,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -25,8 +26,9 @@ from temporalio.service import RPCError
 
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
-from saga._errors import PlanRejected, SagaError
+from saga._errors import PlanRejected, Refused, SagaError
 from saga._examples import example_names, find_example
+from saga._limits import check_saga_input
 from saga._models import (
     ApprovalDecision,
     OperatorAction,
@@ -36,19 +38,94 @@ from saga._models import (
 )
 from saga._plan import MAX_STEPS, validate_plan
 from saga._policy import Policy, check_policy
-from saga._settings import Settings
+from saga._problems import (
+    check_database,
+    database_errors,
+    model_problems,
+    read_json_file,
+    system_problem,
+)
+from saga._settings import Settings, load_settings
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from saga._agent_settings import AgentSettings
+    from saga._ledger import Ledger
+
+# What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
+# never read as Rich markup or emoji codes.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
-class UsageError(SagaError):
-    """Bad input on the command line: one line on stderr, exit code 2."""
+class UsageError(Refused):
+    """Bad input on the command line: one line per problem on stderr, exit code 2."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(list(problems))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are bad input too: one line, exit code 2 (not the usage text)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return port
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
 
 
 def load_catalog(settings: Settings) -> None:
     """Import the configured activities module so its actions are in the catalog."""
-    importlib.import_module(settings.activities.partition(":")[0])
+    module = settings.activities.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise UsageError(f"SAGA_ACTIVITIES: cannot import {module!r} ({exc})") from None
+
+
+def load_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """The worker's activities from SAGA_ACTIVITIES (`module:function`)."""
+    from saga._worker import load_activities as load
+
+    load_catalog(settings)
+    try:
+        with database_errors(*_inventory_variable(settings)):  # the systems' one database
+            return load(settings)
+    except AttributeError as exc:
+        raise UsageError(f"SAGA_ACTIVITIES: {settings.activities!r}: {exc}") from None
+
+
+def _inventory_variable(settings: Settings) -> tuple[str, str]:
+    """The variable that says where the inventory database is, and its URL."""
+    variable = "SAGA_INVENTORY_URL" if settings.inventory_url else "SAGA_DATA_DIR"
+    return variable, settings.inventory_db_url()
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The ledger at SAGA_DATABASE_URL (migrated), or one line on why it cannot be used."""
+    from saga._ledger import Ledger
+
+    variable = "SAGA_DATABASE_URL" if settings.database_url else "SAGA_DATA_DIR"
+    with database_errors(variable, settings.ledger_url()):
+        return Ledger(settings.ledger_url())
+
+
+def agent_settings() -> AgentSettings:
+    """The planner's settings (SAGA_MODEL..., OPENAI_...), checked before a worker starts."""
+    from saga._agent_settings import AgentSettings
+
+    return load_settings(AgentSettings)
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -94,11 +171,11 @@ def load_policy(settings: Settings) -> Policy:
     """The policy from SAGA_POLICY_FILE, or the default (whole catalog, no approval)."""
     if settings.policy_file is None:
         return Policy()
-    data = _read_plan(settings.policy_file, "policy")
+    data = read_json_file(settings.policy_file, "policy")
     try:
         return Policy.model_validate(data)
-    except ValueError as exc:
-        raise UsageError(f"{settings.policy_file}: not a valid policy: {exc}") from None
+    except ValidationError as exc:
+        raise UsageError(*model_problems(settings.policy_file, exc)) from None
 
 
 def _plan_source(plan: str) -> Traversable:
@@ -114,56 +191,35 @@ def _plan_source(plan: str) -> Traversable:
     return example
 
 
-def _read_plan(path: Traversable, what: str = "plan") -> Any:
-    if not path.is_file():
-        raise UsageError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
 # -- commands -----------------------------------------------------------------------------
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything is checked (input, sizes, plan, policy) before a workflow is started."""
+    if args.plan is not None and args.request:
+        raise UsageError("give a plan (--plan) or a request in words, not both")
+    if args.id is not None and not args.id.strip():
+        raise UsageError("--id is empty")
     load_catalog(settings)
     saga_id = args.id or f"saga-{uuid.uuid4().hex[:12]}"
+    policy = load_policy(settings)
     plan: Any = None
     request: str | None = None
-    policy = load_policy(settings)
-    if args.plan:
-        path = _plan_source(args.plan)
-        plan = _read_plan(path)
-        try:
-            checked = validate_plan(plan, catalog, max_steps=min(settings.max_steps, MAX_STEPS))
-            problems = check_policy(checked, policy, catalog)
-            if problems:
-                raise PlanRejected(problems)
-        except PlanRejected as exc:
-            rejected = SagaResult(
-                saga_id=saga_id,
-                status=SagaStatus.REJECTED,
-                problems=exc.problems,
-                error="plan rejected; nothing was started",
-            )
-            if args.json:
-                print(rejected.model_dump_json(indent=2))
-            else:
-                err.print(f"plan rejected ({path}); nothing was started:")
-                for problem in exc.problems:
-                    err.print(f"  - {problem}")
-            return 1
+    if args.plan is not None:
+        plan = read_json_file(_plan_source(args.plan), "plan")
     elif args.request:
         request = " ".join(args.request)
     else:
         raise UsageError("give a plan (--plan FILE) or a request in words")
+    saga_input = SagaInput(plan=plan, request=request, policy=policy)
+    check_saga_input(saga_input)
+    if plan is not None:
+        checked = validate_plan(plan, catalog, max_steps=min(settings.max_steps, MAX_STEPS))
+        problems = check_policy(checked, policy, catalog)
+        if problems:
+            raise PlanRejected(problems)
     client = await connect_client(settings)
     try:
         await start_saga(
-            client,
-            plan,
-            saga_id=saga_id,
-            task_queue=settings.task_queue,
-            input=SagaInput(plan=plan, request=request, policy=policy),
+            client, plan, saga_id=saga_id, task_queue=settings.task_queue, input=saga_input
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"saga {saga_id} already exists; `saga status {saga_id}`") from None
@@ -283,7 +339,14 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from saga._reconcile import reconcile
     from saga._reconcile import render as render_report
 
-    report = await reconcile(settings, saga_prefix=args.prefix)
+    open_ledger(settings).close()  # a ledger that cannot be read is one line, not a dump
+    try:
+        report = await reconcile(settings, saga_prefix=args.prefix)
+    except Exception as exc:
+        problem = system_problem(settings, exc)
+        if problem is None:
+            raise
+        raise UsageError(problem) from None
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
@@ -306,15 +369,19 @@ async def _run_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from saga._ledger import Ledger
-    from saga._worker import close_activities, create_worker, load_activities
+    from saga._worker import close_activities, create_worker
 
-    ledger = Ledger(settings.ledger_url())
-    client = await connect_client(settings)
-    acts = load_activities(settings)
+    planner = agent_settings()
+    ledger = open_ledger(settings)
+    try:
+        acts = load_activities(settings)
+        client = await connect_client(settings)
+    except BaseException:
+        ledger.close()
+        raise
 
     async def run(stop: asyncio.Event) -> None:
-        async with create_worker(client, settings, ledger, acts):
+        async with create_worker(client, settings, ledger, acts, agent_settings=planner):
             err.print(f"worker polling {settings.task_queue} at {settings.temporal_address}")
             await stop.wait()
             err.print(
@@ -333,12 +400,22 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from saga._devserver import DevServer
-    from saga._ledger import Ledger
-    from saga._worker import close_activities, connect, create_worker, load_activities
+    from saga._worker import close_activities, connect, create_worker
 
+    planner = agent_settings()
+    load_catalog(settings)
     port = args.port or settings.dev_server_port
+    problem = _bind_problem("127.0.0.1", port)
+    if problem is not None:  # else the worker would join whatever server holds the port
+        raise UsageError(f"{'--port' if args.port else 'SAGA_DEV_SERVER_PORT'}: {problem}")
     server = DevServer(port, settings.data_dir / "temporal.db")
     settings = settings.model_copy(update={"temporal_address": server.address})
+    ledger = open_ledger(settings)  # the dev stack keeps the ledger URL
+    try:
+        check_database(*_inventory_variable(settings))  # the dev stack seeds it
+    except BaseException:
+        ledger.close()
+        raise
 
     async def run(stop: asyncio.Event) -> None:
         await server.start()
@@ -351,9 +428,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             dev_settings = settings
             if stack is not None and hasattr(stack, "dev_stack"):
                 dev_settings = await exits.enter_async_context(stack.dev_stack(settings))
-            ledger = Ledger(dev_settings.ledger_url())
-            exits.callback(ledger.close)
-            client = await connect(dev_settings)
+            client = await connect(dev_settings, planner)
             acts = load_activities(dev_settings)
             exits.push_async_callback(close_activities, acts)
             await exits.enter_async_context(create_worker(client, dev_settings, ledger, acts))
@@ -369,6 +444,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         await _run_until_signal(run)
     finally:
         server.stop()
+        ledger.close()
     return 0
 
 
@@ -397,8 +473,12 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """Runs uvicorn's own loop, so it is not a coroutine like the other commands."""
-    from saga.web.app import serve
+    from saga.web.app import operator_token, serve
 
+    operator_token(args.token)  # no token: say so before anything else
+    problem = _bind_problem(args.host, args.port)
+    if problem is not None:
+        raise UsageError(f"--host/--port: {problem}")
     serve(settings, args.host, args.port, args.token)
     return 0
 
@@ -435,36 +515,45 @@ async def _web_for_dev(settings: Settings, port: int) -> AsyncIterator[str]:
         await task
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    return _bind_problem(host, port) is None
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port (in use, unknown host), or None."""
     import socket
 
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(address)
+    except OSError as exc:
+        return f"cannot serve on {host}:{port} ({exc.strerror or exc})"
+    return None
 
 
 # -- entry point ----------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="saga", description="Durable plans of real-world actions: fully done or fully undone."
     )
     sub = p.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="start the embedded Temporal server and a worker")
-    dev.add_argument("--port", type=int, help="Temporal port (default SAGA_DEV_SERVER_PORT)")
-    dev.add_argument("--web-port", type=int, default=8080, help="web app port (default 8080)")
+    dev.add_argument("--port", type=_port, help="Temporal port (default SAGA_DEV_SERVER_PORT)")
+    dev.add_argument("--web-port", type=_port, default=8080, help="web app port (default 8080)")
     dev.set_defaults(func=cmd_dev, then=None)
 
     demo = sub.add_parser("demo", help="run the example sagas on a fresh embedded stack")
-    demo.add_argument("--port", type=int, help="Temporal port (default: a free one)")
+    demo.add_argument("--port", type=_port, help="Temporal port (default: a free one)")
     demo.set_defaults(func=cmd_demo)
 
     web = sub.add_parser("web", help="serve the web app (needs SAGA_WEB_TOKEN)")
     web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=8080)
+    web.add_argument("--port", type=_port, default=8080)
     web.add_argument("--token", help="operator token (default: SAGA_WEB_TOKEN)")
     web.set_defaults(func=cmd_web)
 
@@ -496,7 +585,7 @@ def parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
 
     lst = sub.add_parser("list", help="list sagas, newest first")
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=_positive, default=50)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
 
@@ -545,37 +634,51 @@ def _logging(settings: Settings, command: str) -> None:
     console.setLevel(logging.ERROR if command in ("demo", "dev") else logging.WARNING)
     root.addHandler(console)
     if command in ("dev", "worker", "web"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(settings.data_dir / "saga.log")
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            to_file = logging.FileHandler(settings.data_dir / "saga.log")
+        except OSError as exc:
+            raise UsageError(
+                f"SAGA_DATA_DIR: cannot write the log in {settings.data_dir} ({exc.strerror})"
+            ) from None
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(to_file)
 
 
+def _say(*problems: str) -> int:
+    """Bad input, file or setting: one line per problem on stderr, exit code 2."""
+    for problem in problems:
+        err.print(f"saga: {problem}")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    settings: Settings | None = None
     try:
-        settings = Settings()
+        args = parser().parse_args(argv)
+        settings = load_settings(Settings)
         _logging(settings, args.command)
         outcome = args.func(args, settings)
         code: int = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
         return code
     except KeyboardInterrupt:
         return 130
+    except PlanRejected as exc:
+        return _say(*(f"plan rejected: {problem}" for problem in exc.problems))
+    except Refused as exc:
+        return _say(*exc.problems)
+    except ValidationError as exc:
+        return _say(*model_problems(exc.title, exc))
     except (SagaError, ValueError) as exc:
-        err.print(f"saga: {exc}", markup=False, highlight=False)
-        return 2
+        return _say(" ".join(str(exc).splitlines()))
     except RPCError as exc:
-        err.print(f"saga: Temporal refused: {exc.message}", markup=False, highlight=False)
-        return 2
+        return _say(f"Temporal refused: {exc.message}")
     except RuntimeError as exc:
-        if "connect" in str(exc).lower():
-            err.print(
-                f"saga: cannot reach Temporal at {Settings().temporal_address} "
-                "(start it with `saga dev`, or set SAGA_TEMPORAL_ADDRESS)",
-                markup=False,
-                highlight=False,
+        if settings is not None and "connect" in str(exc).lower():
+            return _say(
+                f"SAGA_TEMPORAL_ADDRESS: cannot reach Temporal at {settings.temporal_address} "
+                "(start it with `saga dev`)"
             )
-            return 2
         raise
 
 

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from saga._errors import SagaError
+from saga._limits import check_saga_input
 from saga._models import SagaInput, SagaResult, SagaStatus
 from saga._settings import Settings
 
@@ -43,10 +44,16 @@ async def start_saga(
     request: str | None = None,
     input: SagaInput | None = None,
 ) -> WorkflowHandle[Any, SagaResult]:
-    """Start a saga; a saga id runs once (re-using it is refused)."""
+    """Start a saga; a saga id runs once (re-using it is refused).
+
+    An empty request, or an input over the limits of :mod:`saga._limits`, raises
+    :class:`~saga._limits.InputRejected` and starts nothing.
+    """
+    inp = input or SagaInput(plan=plan, request=request)
+    check_saga_input(inp)
     return await client.start_workflow(
         WORKFLOW,
-        input or SagaInput(plan=plan, request=request),
+        inp,
         id=saga_id,
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

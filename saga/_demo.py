@@ -49,12 +49,12 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
         nonlocal failures
         console.rule(title)
         console.print(render(result))
-        console.print(f"[bold]{_summary(result)}[/bold]")
+        console.print(_summary(result), style="bold")
         for sku in ("mug-blue", "mug-red"):
             console.print(f"  stock of {sku}: {await asyncio.to_thread(_stock, settings, sku)}")
         if result.status is not expected:
             failures += 1
-            console.print(f"[red]expected {expected.value}[/red]")
+            console.print(f"expected {expected.value}", style="red")
 
     sid = f"order-{run}"
     await start_saga(client, read_example("order"), saga_id=sid, task_queue=queue)

@@ -7,15 +7,26 @@ class SagaError(Exception):
     """Root of every error this package raises on purpose."""
 
 
-class PlanRejected(SagaError):
+class Refused(SagaError):
+    """Something given was refused before anything ran; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class PlanRejected(Refused):
     """A plan failed validation; nothing was executed.
 
     ``problems`` holds one line per problem, each naming the step and the reason.
     """
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+
+class InputRejected(Refused):
+    """What would start a saga is empty, or over a size limit; nothing was started.
+
+    ``problems`` holds one line per problem, each naming the limit and the actual size.
+    """
 
 
 class CatalogError(SagaError):

@@ -504,7 +504,14 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
 def render(report: DriftReport, *, width: int = 140) -> str:
     """The report as text tables (what `saga reconcile` prints)."""
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=False,
+        color_system=None,
+        markup=False,  # ids, notes and messages from the systems are printed as they are
+        emoji=False,
+    )
     scope = f" (sagas {report.saga_prefix}*)" if report.saga_prefix else ""
     verdict = "no drift" if report.clean else f"{len(report.drift)} drift"
     console.print(

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga._errors import Refused
+
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+_SECRET_WORDS = ("key", "url", "token", "password", "secret")
+S = TypeVar("S", bound=BaseSettings)
 
 
 class Settings(BaseSettings):
@@ -79,6 +87,14 @@ class Settings(BaseSettings):
         "this long to finish; the rest are handed back to other workers at once.",
     )
 
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        match = _ADDRESS.match(value)
+        if match is None or not 0 < int(match.group(2)) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
+        return value
+
     def inventory_db_url(self) -> str:
         if self.inventory_url:
             return self.inventory_url
@@ -88,3 +104,45 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+
+class SettingsError(Refused):
+    """An environment variable holds a value its setting cannot take.
+
+    ``problems`` holds one line per problem, each naming the variable.
+    """
+
+
+def variable(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from."""
+    info = cls.model_fields.get(field)
+    if info is None:  # the error names the variable itself (an alias)
+        return field
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def settings_problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+    """One line per invalid setting, naming its variable (and its value, unless secret)."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = variable(cls, field) if field else cls.__name__
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        if isinstance(given, str) and not any(w in field.lower() for w in _SECRET_WORDS):
+            message += f" (got {given!r})"
+        problems.append(f"{name}: {message}")
+    return problems
+
+
+def load_settings(cls: type[S]) -> S:
+    """``cls()`` read from the environment, or :class:`SettingsError` naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise SettingsError(settings_problems(cls, exc)) from None

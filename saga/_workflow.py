@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from saga._agent import NO_VALID_PLAN, plan_with_agent
     from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
     from saga._errors import PlanRejected
+    from saga._limits import saga_input_problems
     from saga._models import (
         ApprovalDecision,
         ApprovalState,
@@ -164,6 +165,9 @@ class SagaWorkflow:
 
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
         """The validated, policy-checked and (if required) approved plan, or None."""
+        refused = saga_input_problems(inp)
+        if refused:  # started around start_saga: refused before the request grows payloads
+            return self._reject(refused, "input refused")
         raw = inp.plan
         if raw is None and not inp.request:
             return self._reject(["saga: give a plan or a request"], "plan rejected")

@@ -18,6 +18,7 @@ PUBLIC = {
     "CompensationStatus",
     "DevServer",
     "Faults",
+    "InputRejected",
     "Ledger",
     "LedgerInterceptor",
     "OperatorAction",
@@ -64,7 +65,12 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for err in (saga.PlanRejected, saga.CatalogError, saga.StepAlreadyCompensated):
+    for err in (
+        saga.PlanRejected,
+        saga.InputRejected,
+        saga.CatalogError,
+        saga.StepAlreadyCompensated,
+    ):
         assert issubclass(err, saga.SagaError)
 
 

@@ -140,11 +140,10 @@ async def test_invalid_plan_file_starts_nothing(stack: Stack, tmp_path: Path) ->
     }
     sid = unique()
     proc = await saga(stack, "start", "--plan", write_plan(tmp_path, plan), "--id", sid, "--json")
-    assert proc.returncode == 1
-    result = json.loads(proc.stdout)
-    assert result["status"] == "rejected"
-    assert any("duplicate id" in p for p in result["problems"])
-    assert any("unknown action 'payments.steal'" in p for p in result["problems"])
+    assert proc.returncode == 2 and proc.stdout == ""
+    problems = proc.stderr.splitlines()
+    assert any("duplicate id" in p for p in problems)
+    assert any("unknown action 'payments.steal'" in p for p in problems)
     assert "Traceback" not in proc.stderr
     unreachable = await saga(stack, "status", sid, SAGA_TEMPORAL_ADDRESS="127.0.0.1:1")
     assert unreachable.returncode == 2 and "cannot reach Temporal" in unreachable.stderr
@@ -246,4 +245,4 @@ async def test_policy_file_and_approval_from_the_cli(stack: Stack, tmp_path: Pat
     # The same policy refuses a plan outside it before anything starts.
     bad = {"steps": [{"id": "n", "action": "effects.notify", "args": {"name": "x"}}]}
     refused = await saga(stack, "start", "--plan", write_plan(tmp_path, bad), **extra)
-    assert refused.returncode == 1 and "not allowed by policy" in refused.stderr
+    assert refused.returncode == 2 and "not allowed by policy" in refused.stderr

@@ -136,4 +136,4 @@ def test_installed_copy_runs_from_any_directory(wheel: Path, tmp_path: Path) -> 
         json.dumps({"steps": [{"id": "x", "action": "payments.steal", "args": {}}]})
     )
     local = run(saga, "start", "--plan", "order.json", path=path)
-    assert local.returncode == 1 and "unknown action 'payments.steal'" in local.stderr
+    assert local.returncode == 2 and "unknown action 'payments.steal'" in local.stderr
