@@ -416,6 +416,8 @@ class SagaWorkflow:
         )
         self._state.status = SagaStatus.NEEDS_ATTENTION
         await self._record(self._input)
+        if parked:  # a cancel that came meanwhile is the answer (unwinding ignores it)
+            self._raise_if_cancel_swallowed()
         await workflow.wait_condition(lambda: step_id in self._decisions)
         decision = self._decisions[step_id]
         resolved = self._resolve.pop(step_id, False)
