@@ -2,7 +2,10 @@
 
 A worker interceptor wraps each catalog activity. Forward steps: claim the idempotency
 key in the ledger; if the key already succeeded, return the recorded result without
-calling the action; otherwise call it, then record result and external id.
+calling the action; otherwise call it, then record result and external id. An
+at-most-once action claims its point of no return (``StepContext.delivering``); a retry
+that finds the claim of an attempt with no recorded success does not run it again but
+fails with ``DeliveryUncertain`` and the evidence, and the workflow parks the step.
 Compensations: hand the compensation the forward result from the ledger when the
 workflow has none (the forward step's response was lost), then record the outcome.
 Actions read their step's identity with :func:`current_step`.
@@ -145,10 +148,10 @@ def uncertain(action: str, row: StepSnapshot) -> ApplicationError:
     else:
         ended = "no outcome recorded (its worker died or stopped, or it is still running)"
     evidence: dict[str, Any] = {
+        **(row.delivery_evidence or {}),  # worker, and what the action named
         "attempt": row.delivering_attempt,
         "started_at": since,
         "ended": ended,
-        **(row.delivery_evidence or {}),
     }
     if row.delivery_round:
         evidence["round"] = row.delivery_round
