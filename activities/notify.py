@@ -1,8 +1,14 @@
 """`notify.email`: send an email over SMTP; a pivot, since a sent email cannot be unsent.
 
 The message names the saga and what it has done so far (read from the ledger), and
-carries a Message-ID derived from the step's idempotency key: when a retry sends it a
-second time (the first response was lost), the receiver can drop the duplicate.
+carries a Message-ID derived from the step's idempotency key, the same on every attempt.
+
+At most once: SMTP has no idempotency, and nothing asks a server whether it has a
+message. Failures up to the DATA command (server down, sender or recipient refused)
+delivered nothing and are retried; so is a refusal of the message itself. Past that point
+an attempt whose outcome is lost (its worker died, the connection dropped before the
+server's reply) may have delivered: the retry does not send again but parks the step
+for an operator with the evidence (attempt, time, worker, Message-ID, server).
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import hashlib
 import re
 import smtplib
 from collections.abc import Callable
+from email import policy
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from saga import Settings, StepContext, current_step, pivot
+from saga import Delivery, Settings, StepContext, current_step, pivot
 
 _ADDRESS = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
@@ -109,32 +116,77 @@ class NotifyActivities:
         self.port = settings.smtp_port
         self.settings = settings
 
-    @pivot()
+    @pivot(delivery=Delivery.AT_MOST_ONCE)
     @activity.defn
     async def email_notify(self, inp: EmailInput) -> EmailResult:
         """Email someone about the saga (irreversible: goes after every undoable step)."""
         step = current_step()
         msg = await asyncio.to_thread(compose, self.settings, step, inp)
-        await asyncio.to_thread(self._send, msg)
-        activity.logger.info("emailed %s about saga %s", inp.to, step.saga_id)
-        return EmailResult(external_id=str(msg["Message-ID"]), to=inp.to)
-
-    def _send(self, msg: EmailMessage) -> None:
-        """Deliver; a permanent (5xx) refusal is a business failure, the rest retries."""
+        mid = str(msg["Message-ID"])
+        smtp = await asyncio.to_thread(self._envelope, msg)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT) as smtp:
-                refused = smtp.send_message(msg)
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            if codes and all(code >= 500 for code in codes):
-                raise _rejected(f"recipient refused: {_reasons(exc.recipients)}") from None
+            # From the DATA command on the server may keep the email whatever we hear
+            # back: a retry after this point is an operator's call, not ours.
+            await step.delivering(mid, message_id=mid, smtp_server=f"{self.host}:{self.port}")
+            try:
+                await asyncio.to_thread(_data, smtp, msg)
+            except smtplib.SMTPDataError as exc:  # the server answered: it did not take it
+                await step.nothing_delivered()
+                raise _failure(exc) from None
+        finally:
+            await asyncio.to_thread(_quit, smtp)
+        activity.logger.info("emailed %s about saga %s", inp.to, step.saga_id)
+        return EmailResult(external_id=mid, to=inp.to)
+
+    def _envelope(self, msg: EmailMessage) -> smtplib.SMTP:
+        """Connect and name sender and recipient: nothing is delivered yet, so every
+        failure here may be retried. A permanent (5xx) refusal is a business failure."""
+        sender, to = parseaddr(str(msg["From"]))[1], parseaddr(str(msg["To"]))[1]
+        smtp = smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            options = [] if (sender + to).isascii() else ["SMTPUTF8", "BODY=8BITMIME"]
+            code, reply = smtp.mail(sender, options)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, sender)
+            code, reply = smtp.rcpt(to)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
+        except smtplib.SMTPException as exc:
+            smtp.close()
+            raise _failure(exc) from None
+        except BaseException:
+            smtp.close()
             raise
-        except smtplib.SMTPResponseException as exc:
-            if exc.smtp_code >= 500:
-                raise _rejected(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
-            raise  # 4xx: try again later
-        if refused:  # some recipients refused (one recipient here, so not reached)
-            raise _rejected(f"recipient refused: {_reasons(refused)}")
+        return smtp
+
+
+def _data(smtp: smtplib.SMTP, msg: EmailMessage) -> None:
+    """Send the message as ``send_message`` would; any answer but 250 means the server
+    did not take it (``SMTPDataError``)."""
+    international = not str(msg["From"]).isascii() or not str(msg["To"]).isascii()
+    code, reply = smtp.data(msg.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP))
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """End the session; the outcome is known by now, so a failing QUIT changes nothing."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _failure(exc: smtplib.SMTPException) -> Exception:
+    """A permanent (5xx) refusal is a business failure; a 4xx one is retried."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(code >= 500 for code in codes):
+            return _rejected(f"recipient refused: {_reasons(exc.recipients)}")
+    elif isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500:
+        return _rejected(f"{exc.smtp_code} {_text(exc.smtp_error)}")
+    return exc
 
 
 def _text(value: bytes | str) -> str:

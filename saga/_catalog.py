@@ -76,6 +76,21 @@ class ActionKind(enum.StrEnum):
     """Changes nothing, so there is nothing to undo."""
 
 
+class Delivery(enum.StrEnum):
+    """What a step promises when a retry follows an attempt whose outcome was lost."""
+
+    EXACTLY_ONCE = "exactly_once"
+    """The ledger and the action's own look-up by idempotency key make the effect happen
+    once however often the step runs (the action finds and adopts an earlier effect)."""
+    AT_LEAST_ONCE = "at_least_once"
+    """A retry does it again; the receiver gets a stable id (the idempotency key) to drop
+    the duplicate by, if it does."""
+    AT_MOST_ONCE = "at_most_once"
+    """A retry that finds an earlier attempt which may have taken effect does not repeat
+    it: the step is parked for an operator (the action marks the point of no return with
+    :meth:`saga.StepContext.delivering`)."""
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What the engine knows about one action."""
@@ -87,6 +102,7 @@ class ActionSpec:
     input_model: type[BaseModel]
     output_model: type[BaseModel] | None
     compensation: str | None = None
+    delivery: Delivery = Delivery.EXACTLY_ONCE
     start_to_close_timeout: timedelta = timedelta(seconds=60)
     heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT
     """For the step and its compensation; ``None`` turns heartbeats off."""
@@ -117,6 +133,7 @@ class ActionSpec:
             "kind": self.kind.value,
             "description": self.description,
             "compensation": self.compensation,
+            "delivery": self.delivery.value,
             "args_schema": self.input_model.model_json_schema(),
         }
 
@@ -242,6 +259,7 @@ def compensated_by(
     compensation: Callable[..., Any],
     *,
     action: str | None = None,
+    delivery: Delivery = Delivery.EXACTLY_ONCE,
     start_to_close_timeout: timedelta = timedelta(seconds=60),
     heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
     retry_policy: RetryPolicy = DEFAULT_RETRY,
@@ -254,6 +272,8 @@ def compensated_by(
     the forward step's recorded result, or ``None`` when none was recorded (the step
     failed, timed out or was cancelled, and may or may not have taken effect): it must
     then find the effect by the step's idempotency key, or do nothing.
+
+    ``delivery`` says what a retry after a lost outcome does (see :class:`Delivery`).
     """
 
     def decorate(fn: F) -> F:
@@ -263,6 +283,7 @@ def compensated_by(
             compensation,
             action,
             {
+                "delivery": Delivery(delivery),
                 "start_to_close_timeout": start_to_close_timeout,
                 "heartbeat_timeout": heartbeat_timeout,
                 "retry_policy": retry_policy,
@@ -279,6 +300,7 @@ def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
     def decorator(
         *,
         action: str | None = None,
+        delivery: Delivery = Delivery.EXACTLY_ONCE,
         start_to_close_timeout: timedelta = timedelta(seconds=60),
         heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
         retry_policy: RetryPolicy = DEFAULT_RETRY,
@@ -290,6 +312,7 @@ def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
                 None,
                 action,
                 {
+                    "delivery": Delivery(delivery),
                     "start_to_close_timeout": start_to_close_timeout,
                     "heartbeat_timeout": heartbeat_timeout,
                     "retry_policy": retry_policy,
@@ -303,7 +326,8 @@ def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
 
 
 pivot: Callable[..., Callable[[F], F]] = _uncompensated(ActionKind.PIVOT)
-"""Declare an irreversible action: ``@pivot()`` above ``@activity.defn``."""
+"""Declare an irreversible action: ``@pivot()`` above ``@activity.defn``; one that no
+receiver can de-duplicate says so: ``@pivot(delivery=Delivery.AT_MOST_ONCE)``."""
 
 read_only: Callable[..., Callable[[F], F]] = _uncompensated(ActionKind.READ_ONLY)
 """Declare an action that changes nothing: ``@read_only()`` above ``@activity.defn``."""

@@ -35,6 +35,7 @@ from saga._models import (
     SagaInput,
     SagaResult,
     SagaStatus,
+    StepState,
 )
 from saga._plan import MAX_STEPS, validate_plan
 from saga._policy import Policy, check_policy
@@ -161,6 +162,29 @@ def show(result: SagaResult, as_json: bool) -> None:
             f"needs attention: step {stuck.id} ({stuck.external_id}): "
             f"saga retry {result.saga_id} {stuck.id} | saga resolve {result.saga_id} {stuck.id}"
         )
+    if result.status is SagaStatus.NEEDS_ATTENTION:
+        for parked in result.uncertain_steps:
+            for line in parked_lines(result.saga_id, parked):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def parked_lines(saga_id: str, step: StepState) -> list[str]:
+    """What an operator needs for a step parked as uncertain: the evidence, the choices."""
+    ev = dict(step.evidence or {})
+    lines = [
+        f"needs attention: step {step.id} ({step.action}) may already have taken effect; "
+        "it was not repeated",
+        f"  attempt {ev.pop('attempt', '?')} began delivering at {ev.pop('started_at', '?')} "
+        f"on worker {ev.pop('worker', '?')}; {ev.pop('ended', '?')}",
+    ]
+    lines += [f"  {key}: {value}" for key, value in ev.items()]
+    return [
+        *lines,
+        f'  it did take effect:    saga resolve {saga_id} {step.id} --note "how you know"'
+        "  (counts as done; the saga goes on)",
+        f"  do it again:           saga retry {saga_id} {step.id}  (it may then happen twice)",
+        f"  undo the steps before: saga cancel {saga_id}",
+    ]
 
 
 def exit_code(result: SagaResult) -> int:
@@ -603,15 +627,19 @@ def parser() -> argparse.ArgumentParser:
     reject.set_defaults(func=cmd_reject)
 
     for name, func, helptext in (
-        ("retry", cmd_retry, "retry a stuck compensation"),
-        ("resolve", cmd_resolve, "mark a stuck compensation resolved by hand"),
+        ("retry", cmd_retry, "retry a stuck compensation, or do a parked step again"),
+        (
+            "resolve",
+            cmd_resolve,
+            "mark a stuck compensation resolved by hand, or confirm a parked step took effect",
+        ),
     ):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("id")
         sp.add_argument("step")
         sp.add_argument("--json", action="store_true")
         if name == "resolve":
-            sp.add_argument("--note", required=True, help="what was done by hand")
+            sp.add_argument("--note", required=True, help="what was done by hand, or how you know")
         sp.set_defaults(func=func)
 
     rec = sub.add_parser(

@@ -93,11 +93,14 @@ class MailServer:
         ident = re.sub(r"[^A-Za-z0-9@._-]", "", str(msg["Message-ID"] or ""))[:80]
         (self.folder / f"{n:04d}-{ident or 'message'}.eml").write_bytes(content)
 
+    def _handler(self) -> _Handler:
+        return _Handler(self)
+
     def start(self) -> None:
         """Listen on host:port (returns once the server answers)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, enable_SMTPUTF8=True
+            self._handler(), hostname=self.host, port=self.port, enable_SMTPUTF8=True
         )
         self._controller.start()
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    null,
     select,
     update,
 )
@@ -101,6 +102,14 @@ class StepRecord(Base):
     """The same, for the compensation's current round (an operator retry starts a new one)."""
     compensation_round: Mapped[int] = mapped_column(Integer, default=0)
     compensation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_round: Mapped[int] = mapped_column(Integer, default=0)
+    """Rounds of attempts: an operator's "do it again" starts the next one."""
+    delivering_attempt: Mapped[int | None] = mapped_column(Integer)
+    """The attempt of this round that passed the point of no return (it may have taken
+    effect); cleared when it knows it delivered nothing."""
+    delivering_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What an operator needs to check that attempt (worker, message id, server...)."""
 
 
 _STEPS = cast(Table, StepRecord.__table__)
@@ -128,6 +137,17 @@ class StepSnapshot:
     compensation_attempts: int
     failures: int = 0
     compensation_failures: int = 0
+    delivery_round: int = 0
+    delivering_attempt: int | None = None
+    delivering_since: datetime | None = None
+    delivery_evidence: dict[str, Any] | None = None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their UTC zone."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def _snapshot(row: Any) -> StepSnapshot:
@@ -145,6 +165,10 @@ def _snapshot(row: Any) -> StepSnapshot:
         compensation_attempts=row.compensation_attempts,
         failures=row.failures,
         compensation_failures=row.compensation_failures,
+        delivery_round=row.delivery_round,
+        delivering_attempt=row.delivering_attempt,
+        delivering_since=_utc(row.delivering_since),
+        delivery_evidence=row.delivery_evidence,
     )
 
 
@@ -312,20 +336,57 @@ class _Writes:
                 failures=0,
                 compensation_failures=0,
                 compensation_round=0,
+                delivery_round=bindparam("round"),
             )
             .on_conflict_do_nothing()
             .returning(s.c.idempotency_key)
         )
         self.read_step = select(s).where(by_key)
+        # An operator's "do it again" starts a round: a fresh retry budget, and no
+        # attempt of the new round has delivered yet.
+        new_round = s.c.delivery_round < bindparam("round")
         self.retry_step = (
             update(s)
             .where(by_key)
             .values(
                 status=StepRow.RUNNING.value,
                 attempts=s.c.attempts + 1,
-                failures=s.c.failures + bindparam("lost"),
+                failures=case((new_round, 0), else_=s.c.failures + bindparam("lost")),
                 attempt_started_at=bindparam("now"),
+                delivery_round=case((new_round, bindparam("round")), else_=s.c.delivery_round),
+                delivering_attempt=case((new_round, null()), else_=s.c.delivering_attempt),
             )
+        )
+        delivery = {
+            "delivering_attempt": bindparam("attempt"),
+            "delivering_since": bindparam("now"),
+            "delivery_evidence": bindparam("ev", type_=JSON(none_as_null=True)),
+            "external_id": func.coalesce(bindparam("ext", type_=String()), s.c.external_id),
+        }
+        # One attempt per round passes the point of no return of an at-most-once step:
+        # a second one (a retry, or a stale attempt still running after its heartbeat
+        # timed out) finds the first one's mark and must not deliver.
+        self.claim_delivery = (
+            update(s)
+            .where(
+                by_key,
+                s.c.delivery_round == bindparam("round"),
+                s.c.delivering_attempt.is_(None),
+                s.c.status == StepRow.RUNNING.value,
+                s.c.compensation_status == "none",
+            )
+            .values(**delivery)
+            .returning(s.c.idempotency_key)
+        )
+        self.note_delivery = update(s).where(by_key).values(**delivery)
+        self.release_delivery = (
+            update(s)
+            .where(
+                by_key,
+                s.c.delivery_round == bindparam("round"),
+                s.c.delivering_attempt == bindparam("attempt"),
+            )
+            .values(delivering_attempt=None)
         )
         self.finish_step = (
             update(s)
@@ -488,11 +549,15 @@ class Ledger:
         action: str,
         attempt: int,
         timeout: timedelta | None = None,
+        round_: int = 0,
     ) -> StepSnapshot | None:
         """Claim the step. Returns the existing row when the key was seen before.
 
         An earlier attempt still marked running was lost (its worker died, or it ran out
         its start-to-close ``timeout``): only the second kind counts in ``failures``.
+        A ``round_`` above the row's starts a new round (an operator's "do it again"):
+        its failures start at 0 and no attempt of it has delivered yet. The snapshot
+        shows failures and delivery as this claim leaves them.
         """
         now = _now()
         w = self._w
@@ -508,6 +573,7 @@ class Ledger:
                     "act": action,
                     "attempt": attempt,
                     "now": now,
+                    "round": round_,
                 },
             ).first()
             if inserted is not None:
@@ -521,8 +587,15 @@ class Ledger:
                         and timeout is not None
                         and _elapsed(row.attempt_started_at, now) >= timeout
                     )
-                    conn.execute(w.retry_step, {"k": key, "lost": lost, "now": now})
-                    snap = dataclasses.replace(snap, failures=snap.failures + lost)
+                    conn.execute(
+                        w.retry_step, {"k": key, "lost": lost, "now": now, "round": round_}
+                    )
+                    if round_ > snap.delivery_round:
+                        snap = dataclasses.replace(
+                            snap, failures=0, delivery_round=round_, delivering_attempt=None
+                        )
+                    else:
+                        snap = dataclasses.replace(snap, failures=snap.failures + lost)
         # Later steps skip the saga row (record_saga upserts it at the end in any case).
         if len(self._sagas_seen) > 10_000:
             self._sagas_seen.clear()
@@ -539,6 +612,39 @@ class Ledger:
             conn.execute(
                 self._w.finish_step, {"k": key, "res": result, "ext": external_id, "now": _now()}
             )
+
+    def claim_delivery(
+        self,
+        key: str,
+        round_: int,
+        attempt: int,
+        evidence: dict[str, Any],
+        external_id: str | None = None,
+        exclusive: bool = True,
+    ) -> StepSnapshot | None:
+        """Record that ``attempt`` of round ``round_`` is about to deliver, with
+        ``evidence`` for an operator. ``exclusive``: only if no other attempt of the round
+        did; returns None when recorded, else the row whose mark stopped it."""
+        values = {
+            "k": key,
+            "round": round_,
+            "attempt": attempt,
+            "now": _now(),
+            "ev": evidence,
+            "ext": external_id,
+        }
+        with self._writing() as conn:
+            if not exclusive:
+                conn.execute(self._w.note_delivery, values)
+                return None
+            if conn.execute(self._w.claim_delivery, values).first() is not None:
+                return None
+            return _snapshot(conn.execute(self._w.read_step, {"k": key}).one())
+
+    def release_delivery(self, key: str, round_: int, attempt: int) -> None:
+        """``attempt`` knows it delivered nothing: the round's delivery is free again."""
+        with self._writing() as conn:
+            conn.execute(self._w.release_delivery, {"k": key, "round": round_, "attempt": attempt})
 
     def record_external_id(self, key: str, external_id: str) -> None:
         """Record an external id mid-step, before the step's result is known."""

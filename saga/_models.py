@@ -94,6 +94,9 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
+    """An at-most-once step that an earlier attempt may have done: not repeated unasked;
+    an operator confirms it happened, has it done again, or cancels the saga."""
 
 
 class CompensationStatus(enum.StrEnum):
@@ -146,6 +149,11 @@ class StepState(BaseModel):
     compensation_error: str | None = None
     compensation_attempts: int = 0
     operator_note: str | None = None
+    evidence: dict[str, Any] | None = Field(
+        None,
+        description="For a step parked as uncertain: the attempt that may have done it "
+        "(when it started delivering, on which worker, how it ended, what to check).",
+    )
 
 
 class SagaResult(BaseModel):
@@ -174,9 +182,15 @@ class SagaResult(BaseModel):
     def stuck_steps(self) -> list[StepState]:
         return [s for s in self.steps if s.compensation == CompensationStatus.FAILED]
 
+    @property
+    def uncertain_steps(self) -> list[StepState]:
+        """Steps parked because they may already have taken effect."""
+        return [s for s in self.steps if s.status == StepStatus.UNCERTAIN]
+
 
 class OperatorAction(BaseModel):
-    """An operator's decision on a compensation that ran out of retries."""
+    """An operator's decision on a compensation that ran out of retries, or on a step
+    parked as uncertain."""
 
     step_id: str
     note: str | None = None

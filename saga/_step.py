@@ -2,7 +2,10 @@
 
 A worker interceptor wraps each catalog activity. Forward steps: claim the idempotency
 key in the ledger; if the key already succeeded, return the recorded result without
-calling the action; otherwise call it, then record result and external id.
+calling the action; otherwise call it, then record result and external id. An
+at-most-once action claims its point of no return (``StepContext.delivering``); a retry
+that finds the claim of an attempt with no recorded success does not run it again but
+fails with ``DeliveryUncertain`` and the evidence, and the workflow parks the step.
 Compensations: hand the compensation the forward result from the ledger when the
 workflow has none (the forward step's response was lost), then record the outcome.
 Actions read their step's identity with :func:`current_step`.
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,11 +33,17 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from saga._catalog import ActionSpec, Catalog, catalog
+from saga._catalog import ActionSpec, Catalog, Delivery, catalog
 from saga._errors import SagaError, StepAlreadyCompensated
 from saga._ledger import Ledger, StepSnapshot
 
 COMPENSATE = ":compensate:"
+RESEND = ":resend:"
+"""``<step id>:resend:<round>``: the activity id of an operator's "do it again" of a step
+parked as uncertain (round 0, the plain step id, is the saga's own run of it)."""
+DELIVERY_UNCERTAIN = "DeliveryUncertain"
+"""Error type of an at-most-once step that an earlier attempt may have delivered; its
+details are the evidence (a dict) and the external id the attempt recorded."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,43 @@ class StepContext:
     recorded_external_id: str | None = None
     """External id the ledger already holds for this step (from an earlier attempt that
     called :meth:`record_external_id`, or the forward step's, when compensating)."""
+    delivery: Delivery = Delivery.EXACTLY_ONCE
+    round: int = 0
+    """0, or the operator's n-th "do it again" of a step parked as uncertain."""
+    worker: str = ""
 
     async def record_external_id(self, external_id: str) -> None:
         """Write the external id now, before the action returns (narrows lost responses)."""
         await self.ledger.call(self.ledger.record_external_id, self.idempotency_key, external_id)
+
+    async def delivering(self, external_id: str | None = None, **evidence: str) -> None:
+        """Call right before the point after which the effect may have happened (for an
+        email: before the DATA command). Records durably that this attempt may deliver,
+        with ``evidence`` an operator can check (a message id, the server).
+
+        For an at-most-once action this is a claim: when another attempt of the step got
+        here first, raises a non-retryable ``DeliveryUncertain`` error instead, and the
+        saga parks the step for an operator. A failure before this call delivered
+        nothing, so it is retried as usual.
+        """
+        found = await self.ledger.call(
+            self.ledger.claim_delivery,
+            self.idempotency_key,
+            self.round,
+            self.attempt,
+            {"worker": self.worker, **evidence},
+            external_id,
+            self.delivery is Delivery.AT_MOST_ONCE,
+        )
+        if found is not None:
+            raise uncertain(self.action, found)
+
+    async def nothing_delivered(self) -> None:
+        """After :meth:`delivering`: the attempt learnt that it delivered nothing after all
+        (the receiver refused it), so a retry may deliver."""
+        await self.ledger.call(
+            self.ledger.release_delivery, self.idempotency_key, self.round, self.attempt
+        )
 
 
 _current: contextvars.ContextVar[StepContext] = contextvars.ContextVar("saga_step")
@@ -95,6 +139,40 @@ class Faults:
         return cls(lose_response=out)
 
 
+def uncertain(action: str, row: StepSnapshot) -> ApplicationError:
+    """The error that parks an at-most-once step whose attempt ``row.delivering_attempt``
+    may have delivered: a message that says so, and the evidence as details."""
+    since = row.delivering_since.isoformat(timespec="seconds") if row.delivering_since else "?"
+    if row.status == "failed" and row.error and not row.error.startswith(DELIVERY_UNCERTAIN):
+        ended = f"then failed ({row.error})"
+    else:
+        ended = "no outcome recorded (its worker died or stopped, or it is still running)"
+    evidence: dict[str, Any] = {
+        **(row.delivery_evidence or {}),  # worker, and what the action named
+        "attempt": row.delivering_attempt,
+        "started_at": since,
+        "ended": ended,
+    }
+    if row.delivery_round:
+        evidence["round"] = row.delivery_round
+    worker = evidence.get("worker") or "an unknown worker"
+    return ApplicationError(
+        f"{action} may already have taken effect: attempt {row.delivering_attempt} began "
+        f"delivering at {since} on {worker}, {ended}; not repeated, an operator decides",
+        evidence,
+        row.external_id,
+        type=DELIVERY_UNCERTAIN,
+        non_retryable=True,
+    )
+
+
+def _worker_identity() -> str:
+    try:
+        return activity.client().identity
+    except RuntimeError:
+        return f"{os.getpid()}@{socket.gethostname()}"
+
+
 def _dump(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -113,7 +191,8 @@ def _external_id(result: Any) -> str | None:
 
 
 def _message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    kind = exc.type if isinstance(exc, ApplicationError) and exc.type else type(exc).__name__
+    return f"{kind}: {exc}" if str(exc) else kind
 
 
 def _lost(exc: BaseException) -> bool:
@@ -133,7 +212,9 @@ def _lost(exc: BaseException) -> bool:
 
 def _counts(exc: BaseException) -> bool:
     """Whether a failed attempt spends the retry budget (a cancel the workflow asked for
-    does not)."""
+    does not, nor does an attempt that stopped short of repeating a delivery)."""
+    if isinstance(exc, ApplicationError) and exc.type == DELIVERY_UNCERTAIN:
+        return False
     return not isinstance(exc, asyncio.CancelledError)
 
 
@@ -212,7 +293,12 @@ class _StepInbound(ActivityInboundInterceptor):
         return await self._forward(spec, input)
 
     def _context(
-        self, spec: ActionSpec, step_id: str, compensating: bool, row: StepSnapshot | None
+        self,
+        spec: ActionSpec,
+        step_id: str,
+        compensating: bool,
+        row: StepSnapshot | None,
+        round_: int = 0,
     ) -> StepContext:
         info = activity.info()
         saga_id = info.workflow_id or ""
@@ -225,6 +311,9 @@ class _StepInbound(ActivityInboundInterceptor):
             compensating=compensating,
             ledger=self._ledger,
             recorded_external_id=row.external_id if row is not None else None,
+            delivery=spec.delivery,
+            round=round_,
+            worker=_worker_identity(),
         )
 
     def _compensation_spec(self, activity_type: str) -> ActionSpec | None:
@@ -248,7 +337,9 @@ class _StepInbound(ActivityInboundInterceptor):
 
     async def _forward(self, spec: ActionSpec, input: ExecuteActivityInput) -> Any:
         info = activity.info()
-        saga_id, step_id = info.workflow_id or "", info.activity_id
+        saga_id = info.workflow_id or ""
+        step_id, _, resend = info.activity_id.partition(RESEND)
+        round_ = int(resend or 0)
         key = idempotency_key(saga_id, step_id)
         ledger = self._ledger
         try:
@@ -260,6 +351,7 @@ class _StepInbound(ActivityInboundInterceptor):
                 spec.name,
                 info.attempt,
                 spec.start_to_close_timeout,
+                round_,
             )
         except StepAlreadyCompensated as exc:
             raise ApplicationError(
@@ -270,17 +362,26 @@ class _StepInbound(ActivityInboundInterceptor):
             if spec.output_model is not None and prior.result is not None:
                 return spec.output_model.model_validate(prior.result)
             return prior.result
+        if (
+            spec.delivery is Delivery.AT_MOST_ONCE
+            and prior is not None
+            and prior.delivering_attempt is not None
+        ):
+            # An earlier attempt may have delivered and no outcome says it did not.
+            parked = uncertain(spec.name, prior)
+            await ledger.call(ledger.fail_step, key, f"{DELIVERY_UNCERTAIN}: {parked}", False)
+            raise parked
         budget = spec.retry_policy.maximum_attempts
         if prior is not None and 0 < budget <= prior.failures:  # the last one timed out
             final = _timed_out(f"step {step_id}", prior.failures, spec.start_to_close_timeout)
             await ledger.call(ledger.fail_step, key, str(final), False)
             raise final
-        ctx = self._context(spec, step_id, False, prior)
+        ctx = self._context(spec, step_id, False, prior, round_)
         token = _current.set(ctx)
         try:
             async with _heartbeating(spec):
                 result = await super().execute_activity(input)
-            if self._faults.lose_response.get(spec.name, 0) >= info.attempt:
+            if round_ == 0 and self._faults.lose_response.get(spec.name, 0) >= info.attempt:
                 raise LostResponse(f"injected fault: response of {key} lost")
         except BaseException as exc:
             gave_up = await self._failed(exc, spec.retry_policy, ledger.fail_step, key)

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from saga._plan import MAX_STEPS, replace_args, validate_plan
     from saga._policy import Policy, check_policy, needs_approval, plan_hash, stricter
-    from saga._step import COMPENSATE
+    from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
 
 RECORD_SAGA = "record_saga_outcome"
 WORKER_CAPABILITIES = "saga_worker_capabilities"
@@ -62,6 +62,18 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _uncertain(exc: BaseException) -> tuple[dict[str, Any], str | None] | None:
+    """The evidence and external id of an at-most-once step that an earlier attempt may
+    have delivered (the ledger interceptor's ``DeliveryUncertain``), else None."""
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or cause.type != DELIVERY_UNCERTAIN:
+        return None
+    details = list(cause.details)
+    evidence = details[0] if details and isinstance(details[0], dict) else {}
+    external_id = details[1] if len(details) > 1 and isinstance(details[1], str) else None
+    return evidence, external_id
+
+
 @workflow.defn
 class SagaWorkflow:
     @workflow.init
@@ -77,6 +89,7 @@ class SagaWorkflow:
         self._resolve: dict[str, bool] = {}
         self._cancel_requested = False
         self._policy = inp.policy
+        self._input = inp
 
     # -- live state and operator updates ---------------------------------------------
     @workflow.query
@@ -85,7 +98,8 @@ class SagaWorkflow:
 
     @workflow.update
     async def retry_compensation(self, action: OperatorAction) -> SagaResult:
-        """Give a stuck compensation a fresh retry budget."""
+        """Give a stuck compensation a fresh retry budget; or run a step parked as
+        uncertain again (it may then have taken effect twice)."""
         self._decisions[action.step_id] = action
         self._resolve[action.step_id] = False
         await workflow.wait_condition(lambda: action.step_id not in self._decisions)
@@ -97,7 +111,8 @@ class SagaWorkflow:
 
     @workflow.update
     async def resolve_compensation(self, action: OperatorAction) -> SagaResult:
-        """Mark a stuck compensation as resolved by hand; the saga moves on."""
+        """Mark a stuck compensation as resolved by hand; or confirm that a step parked as
+        uncertain did take effect (it counts as succeeded). The saga moves on."""
         self._decisions[action.step_id] = action
         self._resolve[action.step_id] = True
         await workflow.wait_condition(lambda: action.step_id not in self._decisions)
@@ -111,10 +126,13 @@ class SagaWorkflow:
         step = self._steps.get(step_id)
         if step is None:
             raise ValueError(f"no step {step_id!r} in this saga")
-        if step.compensation != CompensationStatus.FAILED or step_id in self._decisions:
+        waiting = (
+            step.compensation == CompensationStatus.FAILED or step.status == StepStatus.UNCERTAIN
+        )
+        if not waiting or step_id in self._decisions:
             raise ValueError(
                 f"step {step_id!r} is not waiting for an operator "
-                f"(compensation {step.compensation.value})"
+                f"(step {step.status.value}, compensation {step.compensation.value})"
             )
 
     # -- the saga ----------------------------------------------------------------------
@@ -154,7 +172,7 @@ class SagaWorkflow:
         self._state.error = failure
         self._state.status = SagaStatus.COMPENSATING
         # Cancelled mid-compensation: keep going.
-        await self._uncancellable(self._compensate_all(inp, plan.options))
+        await self._uncancellable(self._compensate_all(plan.options))
         if self._cancel_requested or workflow.cancellation_reason() is not None:
             self._state.status = SagaStatus.CANCELLED
             await self._close(inp)
@@ -327,18 +345,10 @@ class SagaWorkflow:
                 await workflow.sleep(timedelta(seconds=float(state.args["seconds"])))
                 result: Any = None
             else:
-                result = await workflow.execute_activity(
-                    spec.activity_name,
-                    state.args,
-                    activity_id=step_id,
-                    start_to_close_timeout=spec.start_to_close_timeout,
-                    heartbeat_timeout=spec.heartbeat_timeout,
-                    # The ledger interceptor spends the retry budget on real failures
-                    # only; attempts lost with a dead worker are retried without a cap.
-                    retry_policy=unbounded(spec.retry_policy),
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
+                result = await self._execute(spec, state)
         except BaseException as exc:
+            if state.status is StepStatus.UNCERTAIN:
+                raise  # cancelled while parked: it may have taken effect, so it stays so
             cancelled = isinstance(exc, asyncio.CancelledError) or (
                 isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError)
             )
@@ -351,18 +361,50 @@ class SagaWorkflow:
             ext = result.get("external_id")
             state.external_id = None if ext is None else str(ext)
 
-    async def _compensate_all(self, inp: SagaInput, options: PlanOptions) -> None:
+    async def _execute(self, spec: ActionSpec, state: StepState) -> Any:
+        """The step's activity. A step parked as uncertain (it may have taken effect and
+        must not be repeated unasked) waits for an operator: confirmed, it counts as done
+        (result None); retried, it runs again as a new round with its own activity id."""
+        activity_id = state.id
+        round_ = 0
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    spec.activity_name,
+                    state.args,
+                    activity_id=activity_id,
+                    start_to_close_timeout=spec.start_to_close_timeout,
+                    heartbeat_timeout=spec.heartbeat_timeout,
+                    # The ledger interceptor spends the retry budget on real failures
+                    # only; attempts lost with a dead worker are retried without a cap.
+                    retry_policy=unbounded(spec.retry_policy),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+            except ActivityError as exc:
+                found = _uncertain(exc)
+                if found is None:
+                    raise
+                state.evidence, external_id = found
+                state.external_id = external_id or state.external_id
+                state.status = StepStatus.UNCERTAIN
+                state.error = _cause(exc)
+            if await self._await_operator(state.id):
+                return None
+            round_ += 1
+            activity_id = f"{state.id}{RESEND}{round_}"
+
+    async def _compensate_all(self, options: PlanOptions) -> None:
         for state in self._steps.values():
             if state.status is StepStatus.PENDING:
                 state.status = StepStatus.SKIPPED
         order = list(reversed(self._registered))
         if options.parallel_compensation:
-            await asyncio.gather(*(self._compensate(sid, inp) for sid in order))
+            await asyncio.gather(*(self._compensate(sid) for sid in order))
         else:
             for sid in order:
-                await self._compensate(sid, inp)
+                await self._compensate(sid)
 
-    async def _compensate(self, step_id: str, inp: SagaInput) -> None:
+    async def _compensate(self, step_id: str) -> None:
         state = self._steps[step_id]
         spec = catalog.get(state.action)
         assert spec is not None and spec.compensation is not None
@@ -383,35 +425,48 @@ class SagaWorkflow:
                 state.compensation = CompensationStatus.FAILED
                 state.compensation_error = _cause(exc)
                 state.compensation_attempts += _attempts(spec)
-                if not await self._await_operator(step_id, inp):
+                if not await self._await_operator(step_id):
                     continue
                 return
             state.compensation = CompensationStatus.COMPENSATED
             state.compensation_error = None
             return
 
-    async def _await_operator(self, step_id: str, inp: SagaInput) -> bool:
-        """needs_attention until an operator decides; True when resolved by hand."""
+    async def _await_operator(self, step_id: str) -> bool:
+        """needs_attention until an operator decides on a stuck compensation or a step
+        parked as uncertain; True when they resolved it by hand (for the parked step: it
+        did take effect). The decision shows in the state the operator's update returns."""
         state = self._steps[step_id]
+        parked = state.status is StepStatus.UNCERTAIN
         workflow.logger.warning(
-            "compensation of step %s (%s) is stuck: %s",
+            "step %s (%s) needs an operator: %s",
             step_id,
             state.external_id,
-            state.compensation_error,
+            state.error if parked else state.compensation_error,
         )
         self._state.status = SagaStatus.NEEDS_ATTENTION
-        await self._record(inp)
+        await self._record(self._input)
+        if parked:  # a cancel that came meanwhile is the answer (unwinding ignores it)
+            self._raise_if_cancel_swallowed()
         await workflow.wait_condition(lambda: step_id in self._decisions)
         decision = self._decisions[step_id]
         resolved = self._resolve.pop(step_id, False)
-        if resolved:
-            state.compensation = CompensationStatus.RESOLVED
-            state.operator_note = decision.note if decision else None
-        if not any(
-            s.compensation == CompensationStatus.FAILED and s.id != step_id
-            for s in self._state.steps
-        ):
-            self._state.status = SagaStatus.COMPENSATING
+        note = decision.note if decision else None
+        if parked:
+            state.status = StepStatus.SUCCEEDED if resolved else StepStatus.RUNNING
+            state.error = None
+            if resolved:
+                state.operator_note = note
+            self._state.status = SagaStatus.RUNNING
+        else:
+            if resolved:
+                state.compensation = CompensationStatus.RESOLVED
+                state.operator_note = note
+            if not any(
+                s.compensation == CompensationStatus.FAILED and s.id != step_id
+                for s in self._state.steps
+            ):
+                self._state.status = SagaStatus.COMPENSATING
         del self._decisions[step_id]
         return resolved
 

@@ -33,7 +33,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from saga import Settings, compensated_by, current_step, pivot
+from saga import Delivery, Settings, compensated_by, current_step, pivot
 
 metadata = MetaData()
 effect = Table(
@@ -91,6 +91,20 @@ class RevertResult(BaseModel):
 class NotifyInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
+
+
+class DeliverInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    lose_response: bool = Field(
+        False,
+        description="The step's first delivery is made, then its attempt fails as if the "
+        "receiver's answer was lost.",
+    )
+
+
+class DeliverResult(BaseModel):
+    external_id: str
 
 
 FAST_RETRY = RetryPolicy(
@@ -223,6 +237,34 @@ class EffectActivities:
         with self.engine.begin() as conn:
             conn.execute(insert(call_log).values(kind="notify", key=key, name=name))
 
+    @pivot(
+        delivery=Delivery.AT_MOST_ONCE,
+        retry_policy=FAST_RETRY,
+        heartbeat_timeout=timedelta(seconds=2),
+    )
+    @activity.defn
+    async def deliver_effect(self, inp: DeliverInput) -> DeliverResult:
+        """Deliver a message no receiver de-duplicates (test at-most-once pivot)."""
+        step = current_step()
+        external_id = f"dlv-{step.idempotency_key}"
+        await step.delivering(external_id, receiver="the effects test system")
+        delivered = await asyncio.to_thread(self._deliver, step.idempotency_key, inp.name)
+        if inp.lose_response and delivered == 1:
+            raise ConnectionResetError("injected: delivered, then the answer was lost")
+        return DeliverResult(external_id=external_id)
+
+    def _deliver(self, key: str, name: str) -> int:
+        """Log a delivery; returns how many this key has had."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(call_log).values(kind="deliver", key=key, name=name))
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(call_log)
+                    .where(call_log.c.key == key, call_log.c.kind == "deliver")
+                ).scalar_one()
+            )
+
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     engine = make_engine(effects_url())
@@ -231,6 +273,7 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         fwd.apply_effect,
         fwd.apply_slow_effect,
         fwd.notify_effect,
+        fwd.deliver_effect,
         comp.revert_effect,
         comp.revert_slow_effect,
     ]

@@ -16,6 +16,7 @@ PUBLIC = {
     "Catalog",
     "CatalogError",
     "CompensationStatus",
+    "Delivery",
     "DevServer",
     "Faults",
     "InputRejected",
@@ -83,6 +84,13 @@ def test_catalog_describes_itself_as_json_schema() -> None:
     assert charge["compensation"] == "refund_payment"
     assert {"amount", "currency"} <= set(charge["args_schema"]["properties"])
     assert described["notify.email"]["kind"] == "pivot"
+    # What a retry after a lost outcome does, per action (README: "What happens once").
+    assert {name: described[name]["delivery"] for name in described}.items() >= {
+        "payments.charge": "exactly_once",
+        "inventory.reserve": "exactly_once",
+        "tickets.create": "exactly_once",
+        "notify.email": "at_most_once",
+    }.items()
     assert described["saga.wait"]["kind"] == "read_only"
     assert described["effects.apply"]["args_schema"]["properties"]["name"]["type"] == "string"
     spec = catalog.get("inventory.reserve")

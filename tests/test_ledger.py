@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from saga import Ledger, StepAlreadyCompensated
+import saga
+from saga import Ledger, StepAlreadyCompensated, make_engine
+from saga._ledger import Base
 from tests.pgdb import pg_database
 
 
@@ -108,5 +116,99 @@ def test_a_write_after_the_database_dropped_the_connection_opens_a_new_one() -> 
             ledger.finish_step("s/a", {"external_id": "e1"}, "e1")  # a fresh connection
             row = ledger.step("s/a")
             assert row is not None and (row.status, row.external_id) == ("succeeded", "e1")
+        finally:
+            ledger.close()
+
+
+# -- at most once: one attempt per round passes the point of no return ----------------------
+def test_one_attempt_per_round_may_deliver(ledger: Ledger) -> None:
+    assert ledger.begin_step("s/mail", "s", "mail", "notify.email", 1) is None
+    assert ledger.claim_delivery("s/mail", 0, 1, {"worker": "w1"}, "<m@x>") is None
+    # Attempt 1's worker died: the retry sees who may have delivered, and cannot claim.
+    retry = ledger.begin_step("s/mail", "s", "mail", "notify.email", 2)
+    assert retry is not None and retry.delivering_attempt == 1
+    assert retry.delivery_evidence == {"worker": "w1"} and retry.external_id == "<m@x>"
+    assert retry.delivering_since is not None and retry.delivering_since.tzinfo is not None
+    holder = ledger.claim_delivery("s/mail", 0, 2, {"worker": "w2"})
+    assert holder is not None and holder.delivering_attempt == 1
+    ledger.release_delivery("s/mail", 0, 2)  # not attempt 2's to release
+    assert ledger.step("s/mail").delivering_attempt == 1  # type: ignore[union-attr]
+    ledger.fail_step("s/mail", "DeliveryUncertain: parked", False)
+    # The operator's "do it again" is round 1: a fresh budget, nothing delivered yet.
+    again = ledger.begin_step("s/mail", "s", "mail", "notify.email", 1, None, 1)
+    assert again is not None and (again.delivery_round, again.delivering_attempt) == (1, None)
+    assert again.failures == 0
+    # A stale attempt of round 0 cannot deliver any more; round 1's first one can.
+    assert ledger.claim_delivery("s/mail", 0, 3, {"worker": "w3"}) is not None
+    assert ledger.claim_delivery("s/mail", 1, 1, {"worker": "w4"}) is None
+    ledger.finish_step("s/mail", {"external_id": "<m@x>"}, "<m@x>")
+    row = ledger.step("s/mail")
+    assert row is not None and (row.status, row.delivering_attempt) == ("succeeded", 1)
+    assert row.delivery_evidence == {"worker": "w4"}
+    # After success nobody else may deliver, whatever round it thinks it is in.
+    assert ledger.claim_delivery("s/mail", 1, 2, {"worker": "w5"}) is not None
+
+
+def test_a_refused_delivery_frees_the_round_for_a_retry(ledger: Ledger) -> None:
+    ledger.begin_step("s/mail", "s", "mail", "notify.email", 1)
+    assert ledger.claim_delivery("s/mail", 0, 1, {}) is None
+    ledger.release_delivery("s/mail", 0, 1)  # the server answered 451: nothing delivered
+    ledger.fail_step("s/mail", "SMTPDataError: 451")
+    retry = ledger.begin_step("s/mail", "s", "mail", "notify.email", 2)
+    assert retry is not None and retry.delivering_attempt is None and retry.failures == 1
+    assert ledger.claim_delivery("s/mail", 0, 2, {}) is None
+
+
+async def test_of_many_attempts_claiming_at_once_exactly_one_may_deliver(ledger: Ledger) -> None:
+    """Racing claims (PostgreSQL runs them on eight threads at once): one wins."""
+    for n in range(20):
+        ledger.begin_step(f"s/m{n}", "s", f"m{n}", "notify.email", 1)
+    claims = [
+        ledger.call(ledger.claim_delivery, f"s/m{n}", 0, attempt, {"attempt": str(attempt)})
+        for n in range(20)
+        for attempt in range(1, 9)
+    ]
+    results = await asyncio.gather(*claims)
+    for n in range(20):
+        won = [r for r in results[n * 8 : (n + 1) * 8] if r is None]
+        assert len(won) == 1, n
+        row = ledger.step(f"s/m{n}")
+        assert row is not None and row.delivery_evidence == {"attempt": str(row.delivering_attempt)}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0003_keeps_a_step_in_flight(backend: str, tmp_path: Path) -> None:
+    """A ledger at 0002 with a step running upgrades in place, its step goes on, and the
+    upgraded schema is the one the code declares."""
+    with (
+        contextlib.nullcontext(f"sqlite:///{tmp_path / 'old.db'}")
+        if backend == "sqlite"
+        else pg_database("saga_ledger")
+    ) as url:
+        engine = make_engine(url)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(saga.__file__).parent / "_migrations"))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+            conn.execute(
+                text(
+                    "INSERT INTO saga_step (idempotency_key, saga_id, step_id, action, status, "
+                    "attempts, compensation_status, compensation_attempts, started_at, failures, "
+                    "compensation_failures, compensation_round) VALUES ('old/mail', 'old', "
+                    "'mail', 'notify.email', 'running', 1, 'none', 0, :now, 0, 0, 0)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+        engine.dispose()
+        ledger = Ledger(url)  # migrates to the newest revision
+        try:
+            with ledger.engine.connect() as conn:
+                assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            row = ledger.step("old/mail")
+            assert row is not None and (row.delivery_round, row.delivering_attempt) == (0, None)
+            retry = ledger.begin_step("old/mail", "old", "mail", "notify.email", 2)
+            assert retry is not None and retry.delivering_attempt is None
+            assert ledger.claim_delivery("old/mail", 0, 2, {"worker": "w"}) is None
         finally:
             ledger.close()

@@ -103,6 +103,12 @@ def outcome(state: SagaResult, execution: str, cancel_requested: bool) -> str | 
     extra = f", {_plural(len(resolved), 'step')} resolved by hand" if resolved else ""
     compensated = _plural(len(state.compensated_steps), "step")
     if execution == "running":
+        if state.status == SagaStatus.NEEDS_ATTENTION and state.uncertain_steps:
+            parked = ", ".join(s.id for s in state.uncertain_steps)
+            return (
+                f"needs attention: {parked} may already have taken effect and was not "
+                "repeated; confirm it happened, do it again, or cancel the saga"
+            )
         if state.status == SagaStatus.NEEDS_ATTENTION:
             stuck = ", ".join(s.id for s in state.stuck_steps)
             return f"needs attention: the compensation of {stuck} failed; retry or mark resolved"
@@ -206,7 +212,10 @@ class SagaService:
             cancel_requested=cancel_requested,
             outcome=outcome(state, execution, cancel_requested),
             # Compensation is already under way once it is compensating: nothing to cancel.
-            can_cancel=not closed and not state.status.final and state.status not in _UNWINDING,
+            # A step parked as uncertain waits before any undo: cancel is one of the answers.
+            can_cancel=not closed
+            and not state.status.final
+            and (state.status not in _UNWINDING or bool(state.uncertain_steps)),
             can_approve=not closed and state.approval == ApprovalState.PENDING,
             state=safe,
         )

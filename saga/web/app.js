@@ -124,8 +124,18 @@
       .join("\n");
   }
 
+  function evidenceText(evidence) {
+    if (!evidence) return null;
+    const { attempt, started_at: since, worker, ended, ...rest } = evidence;
+    const more = Object.entries(rest).map(([key, value]) => `${key}: ${value}`);
+    return [`attempt ${attempt} began at ${since} on ${worker}; ${ended}`, ...more].join(" · ");
+  }
+
   function stepRow(step, index, view) {
-    const notes = [step.error, step.compensation_error, step.operator_note && "note: " + step.operator_note]
+    const parked = step.status === "uncertain";
+    const notes = [parked ? null : step.error, step.compensation_error,
+      step.operator_note && "note: " + step.operator_note,
+      parked && "may already have taken effect; not repeated without you", evidenceText(step.evidence)]
       .filter(Boolean).join(" · ");
     const comp = el("td", {}, badge(step.compensation, "c"));
     if (step.compensation_attempts) comp.append(el("small", { text: ` ${step.compensation_attempts} attempts` }));
@@ -138,6 +148,15 @@
       resolve.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
         `compensation of ${step.id} marked resolved`));
       buttons.append(el("div", { className: "stack" }, el("div", { className: "row" }, retry, resolve), note));
+    }
+    if (parked && !view.closed) {
+      const note = el("input", { type: "text", placeholder: "how you know", "aria-label": `note for ${step.id}` });
+      const happened = el("button", { type: "button", text: "It happened", dataset: { step: step.id } });
+      const again = el("button", { type: "button", text: "Do it again", dataset: { step: step.id } });
+      happened.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
+        `${step.id} confirmed by you; the saga goes on`));
+      again.addEventListener("click", () => act("retry", { step_id: step.id }, `${step.id} runs again`));
+      buttons.append(el("div", { className: "stack narrow" }, happened, again, note));
     }
     return el("tr", { "data-step": step.id, "data-status": step.status, "data-compensation": step.compensation },
       el("td", { text: String(index + 1) }),

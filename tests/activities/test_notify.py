@@ -11,11 +11,19 @@ from temporalio.client import Client
 from activities.inventory import reservations_of, stock_of
 from activities.notify import message_id
 from compensations.inventory import ReservationStatus
-from saga import SagaStatus, free_port, idempotency_key
+from saga import (
+    OperatorAction,
+    SagaStatus,
+    SagaWorkflow,
+    StepStatus,
+    free_port,
+    idempotency_key,
+)
 from saga._devstack import MailServer
 from tests.activities import Systems, systems_worker
 from tests.conftest import eventually
-from tests.servers.smtp import REFUSED_DOMAIN
+from tests.servers.smtp import REFUSED_DOMAIN, ControlledMailServer
+from tests.test_saga import state_is
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +99,7 @@ async def test_permanent_rejection_is_not_retried_and_unwinds(
 async def test_unreachable_server_is_retried_until_it_answers(
     client: Client, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """Refused connections delivered nothing: retried as usual, sent once, not parked."""
     port = free_port()  # nothing listens here yet
     url = f"sqlite:///{tmp_path_factory.mktemp('inventory') / 'inventory.db'}"
     async with systems_worker(
@@ -104,17 +113,45 @@ async def test_unreachable_server_is_retried_until_it_answers(
             return step is not None and step.status == "failed" and "refused" in (step.error or "")
 
         await eventually(refused)
+        row = late.ledger.step(key)
+        assert row is not None and row.delivering_attempt is None  # never got that far
         async with MailServer(port, tmp_path_factory.mktemp("late-mail")) as server:
             result = await late.wait(sid)
             assert result.status == SagaStatus.COMPLETED, result
             assert len(mail_of(server, sid)) == 1
         step = late.ledger.step(key)
         assert step is not None and step.attempts >= 2
+        # The attempt that sent is the one that claimed the delivery.
+        assert step.delivering_attempt == step.attempts
+        assert result.steps[0].status is StepStatus.SUCCEEDED
+        assert result.steps[0].evidence is None
 
 
-async def test_lost_response_resends_with_the_same_message_id(
+async def test_a_message_the_server_defers_is_sent_again_once(
+    client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A 451 answer to the message itself: the server kept nothing, so the step says so
+    (nothing_delivered) and the retry sends; one email, no operator needed."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('inventory') / 'inventory.db'}"
+    async with ControlledMailServer(free_port(), tmp_path_factory.mktemp("mail")) as server:
+        server.deferrals = 2
+        async with systems_worker(
+            client, tmp_path_factory.mktemp("saga"), inventory_url=url, smtp_port=server.port
+        ) as systems:
+            result = await systems.run([email_step()])
+            row = systems.ledger.step(idempotency_key(result.saga_id, "email"))
+        assert server.deferrals == 0
+    assert result.status == SagaStatus.COMPLETED, result
+    assert len(mail_of(server, result.saga_id)) == 1
+    assert row is not None and row.attempts == 3 and row.delivering_attempt == 3
+
+
+async def test_lost_response_parks_the_email_instead_of_sending_it_again(
     client: Client, smtp_server: MailServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """The server took the email, then the attempt failed before recording it (a reset
+    connection): SMTP cannot be asked whether it has the message, so the retry does not
+    send it a second time; the operator confirms, and the saga completes."""
     url = f"sqlite:///{tmp_path_factory.mktemp('inventory') / 'inventory.db'}"
     async with systems_worker(
         client,
@@ -123,12 +160,43 @@ async def test_lost_response_resends_with_the_same_message_id(
         smtp_port=smtp_server.port,
         faults="notify.email=1",
     ) as faulty:
-        result = await faulty.run([email_step()])
+        sku = faulty.product(4)
+        reserve = {"sku": sku, "quantity": 1}
+        sid = await faulty.start(
+            [{"id": "reserve", "action": "inventory.reserve", "args": reserve}, email_step()]
+        )
+        parked = await eventually(
+            lambda: state_is(client, sid, SagaStatus.NEEDS_ATTENTION), timeout=30
+        )
+        [sent] = mail_of(smtp_server, sid)
+        email = parked.steps[1]
+        assert email.status is StepStatus.UNCERTAIN
+        assert email.external_id == sent["Message-ID"]
+        assert email.evidence is not None
+        assert email.evidence["message_id"] == sent["Message-ID"]
+        assert email.evidence["attempt"] == 1
+        assert "LostResponse" in email.evidence["ended"], email.evidence
+        assert email.error is not None and email.error.startswith("DeliveryUncertain: ")
+        handle = client.get_workflow_handle_for(SagaWorkflow.run, sid)
+        answer = await handle.execute_update(
+            SagaWorkflow.resolve_compensation, OperatorAction(step_id="email", note="it arrived")
+        )
+        assert answer.steps[1].status is StepStatus.SUCCEEDED
+        assert answer.steps[1].operator_note == "it arrived"
+        result = await faulty.wait(sid)
     assert result.status == SagaStatus.COMPLETED, result
-    sent = mail_of(smtp_server, result.saga_id)
-    # SMTP has no idempotency: the email went out twice, and the receiver can tell.
-    assert len(sent) == 2
-    assert len({m["Message-ID"] for m in sent}) == 1
+    assert len(mail_of(smtp_server, sid)) == 1
+    assert [r.status for r in reservations_of(faulty.engine, sid)] == [ReservationStatus.RESERVED]
+
+
+def test_message_id_is_derived_from_the_idempotency_key() -> None:
+    """The same key gives the same Message-ID on every attempt and worker; another key
+    another one; the sender's domain names it."""
+    first = message_id("saga-1/confirm", "shop@example.com")
+    assert first == message_id("saga-1/confirm", "shop@example.com")
+    assert first != message_id("saga-2/confirm", "shop@example.com")
+    assert first.startswith("<saga-") and first.endswith("@example.com>")
+    assert "saga-1" not in first  # a hash of the key, not the key itself
 
 
 async def test_email_before_a_compensable_step_is_rejected(

@@ -189,6 +189,36 @@ async def needs_attention_resolved(run: Run) -> None:
     )
 
 
+def _parked() -> dict[str, Any]:
+    """a, then an at-most-once delivery whose answer is lost after it delivered."""
+    deliver = {"name": "tell", "lose_response": True}
+    return {"steps": [_effect("a"), {"id": "tell", "action": "effects.deliver", "args": deliver}]}
+
+
+async def parked_resent(run: Run) -> None:
+    """The delivery may have happened: parked, not repeated; an operator has it done again."""
+    handle = await run.plan(_parked())
+    await run.until(_status(SagaStatus.NEEDS_ATTENTION))
+    await handle.execute_update(SagaWorkflow.retry_compensation, OperatorAction(step_id="tell"))
+
+
+async def parked_confirmed(run: Run) -> None:
+    """The delivery may have happened: parked; an operator confirms it did."""
+    handle = await run.plan(_parked())
+    await run.until(_status(SagaStatus.NEEDS_ATTENTION))
+    await handle.execute_update(
+        SagaWorkflow.resolve_compensation,
+        OperatorAction(step_id="tell", note="the receiver has it"),
+    )
+
+
+async def parked_cancelled(run: Run) -> None:
+    """The delivery may have happened: parked; an operator cancels, a is undone."""
+    handle = await run.plan(_parked())
+    await run.until(_status(SagaStatus.NEEDS_ATTENTION))
+    await handle.cancel()
+
+
 ALWAYS = Policy(approval=ApprovalMode.ALWAYS)
 GATED_REQUEST = "apply a, charge 7 eur, then tell me"
 
@@ -300,6 +330,25 @@ SCENARIOS: dict[str, Scenario] = {
         needs_attention_resolved,
         SagaStatus.COMPENSATED,
         lambda r, h: _events(h, UPDATE) == 1 and r.steps[1].operator_note is not None,
+    ),
+    "parked_resent": Scenario(
+        parked_resent,
+        SagaStatus.COMPLETED,
+        lambda r, h: _events(h, UPDATE) == 1 and r.steps[1].status is StepStatus.SUCCEEDED,
+    ),
+    "parked_confirmed": Scenario(
+        parked_confirmed,
+        SagaStatus.COMPLETED,
+        lambda r, h: _events(h, UPDATE) == 1 and r.steps[1].operator_note is not None,
+    ),
+    "parked_cancelled": Scenario(
+        parked_cancelled,
+        SagaStatus.CANCELLED,
+        lambda r, h: (
+            _events(h, CANCELED) == 1
+            and r.steps[1].status is StepStatus.UNCERTAIN
+            and len(r.compensated_steps) == 1
+        ),
     ),
     "approved": Scenario(
         approved,

@@ -20,6 +20,11 @@ def apply(step_id: str, **args: Any) -> dict[str, Any]:
     return {"id": step_id, "action": "effects.apply", "args": {"name": step_id, **args}}
 
 
+def deliver(step_id: str, **args: Any) -> dict[str, Any]:
+    """An at-most-once pivot (effects.deliver); ``lose_response=True`` parks it."""
+    return {"id": step_id, "action": "effects.deliver", "args": {"name": step_id, **args}}
+
+
 def wait(step_id: str, seconds: float) -> dict[str, Any]:
     return {"id": step_id, "action": "saga.wait", "args": {"seconds": seconds}}
 

@@ -19,7 +19,7 @@ from temporalio.client import (
 from saga import SagaWorkflow
 from tests import effects
 from tests.conftest import Stack, eventually
-from tests.web import CARD, TOKEN, apply, start, wait, web_app
+from tests.web import CARD, TOKEN, apply, deliver, start, wait, web_app
 
 BASE = "http://saga.test"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -333,6 +333,50 @@ async def test_stuck_compensation_retry_and_resolve(api: httpx.AsyncClient, stac
     assert done["outcome"].startswith("failed and undone: 2 steps compensated, 1 step resolved")
     late = await api.post(f"/api/sagas/{sid}/resolve", json={"step_id": "a"})
     assert late.status_code == 409
+
+
+# -- a step parked as uncertain ------------------------------------------------------------
+@pytest.mark.parametrize("answer", ["resolve", "retry", "cancel"])
+async def test_a_parked_step_shows_its_evidence_and_the_operator_decides(
+    api: httpx.AsyncClient, stack: Stack, answer: str
+) -> None:
+    sid = await start(stack, apply("hold"), deliver("tell", lose_response=True))
+    parked = await until(api, sid, lambda v: v["state"]["status"] == "needs_attention")
+    tell = step(parked, "tell")
+    assert tell["status"] == "uncertain"
+    assert tell["external_id"] == f"dlv-{sid}/tell"
+    evidence = tell["evidence"]
+    assert evidence["attempt"] == 1 and evidence["receiver"] == "the effects test system"
+    assert "ConnectionResetError" in evidence["ended"] and evidence["worker"], evidence
+    assert parked["outcome"] == (
+        "needs attention: tell may already have taken effect and was not repeated; "
+        "confirm it happened, do it again, or cancel the saga"
+    )
+    assert parked["can_cancel"]  # nothing is unwinding yet: cancel is one of the answers
+    assert effects.log_of(stack.effects, sid) == [("apply", "hold"), ("deliver", "tell")]
+
+    if answer == "cancel":
+        r = await api.post(f"/api/sagas/{sid}/cancel")
+        assert r.status_code in (200, 202), r.text
+    else:
+        body = {"step_id": "tell", "note": "they have it"} if answer == "resolve" else {}
+        r = await api.post(f"/api/sagas/{sid}/{answer}", json={"step_id": "tell", **body})
+        assert r.status_code == 200, r.text
+    done = await until(api, sid, lambda v: v["closed"])
+    log = effects.log_of(stack.effects, sid)
+    if answer == "resolve":
+        assert done["state"]["status"] == "completed"
+        assert step(done, "tell")["status"] == "succeeded"
+        assert step(done, "tell")["operator_note"] == "they have it"
+        assert log == [("apply", "hold"), ("deliver", "tell")]
+    elif answer == "retry":
+        assert done["state"]["status"] == "completed"
+        assert step(done, "tell")["status"] == "succeeded"
+        assert log == [("apply", "hold"), ("deliver", "tell"), ("deliver", "tell")]
+    else:
+        assert done["state"]["status"] == "cancelled"
+        assert step(done, "tell")["status"] == "uncertain"
+        assert log == [("apply", "hold"), ("deliver", "tell"), ("revert", "hold")]
 
 
 # -- security -----------------------------------------------------------------------------

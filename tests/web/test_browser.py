@@ -20,7 +20,7 @@ from playwright import async_api as playwright_api
 from saga import free_port
 from tests import effects
 from tests.conftest import ARTIFACTS, Stack
-from tests.web import CARD, TOKEN, apply, start, wait, web_app
+from tests.web import CARD, TOKEN, apply, deliver, start, wait, web_app
 
 expect = playwright_api.expect
 
@@ -191,6 +191,37 @@ async def test_stuck_compensation_buttons(page: Any, base_url: str, stack: Stack
     await expect(stuck).to_have_attribute("data-compensation", "resolved")
     await expect(stuck).to_contain_text("refunded in the Stripe dashboard")
     await shot(page, "web-resolved.png")
+
+
+async def test_parked_step_buttons(page: Any, base_url: str, stack: Stack) -> None:
+    sid = await start(
+        stack,
+        apply("reserve-room"),
+        deliver("send-confirmation", lose_response=True),
+        request="Book a room and tell the guest",
+        prefix="parked",
+    )
+    await open_saga(page, base_url, sid)
+    await expect(page.locator("#status")).to_have_text("needs attention")
+    parked = row(page, "send-confirmation")
+    await expect(parked).to_have_attribute("data-status", "uncertain")
+    await expect(parked).to_contain_text("may already have taken effect")
+    await expect(parked).to_contain_text("attempt 1 began at")
+    await expect(parked).to_contain_text("receiver: the effects test system")
+    await expect(parked.get_by_role("button", name="Do it again")).to_be_visible()
+    await expect(page.locator("#cancel")).to_be_visible()
+    await expect(page.locator("#outcome")).to_contain_text("confirm it happened, do it again")
+    await shot(page, "web-parked.png")
+
+    await parked.get_by_role("textbox").fill("the guest replied to it")
+    await parked.get_by_role("button", name="It happened").click()
+    await expect(page.locator("#outcome")).to_have_text("completed: 2 steps done")
+    await expect(parked).to_have_attribute("data-status", "succeeded")
+    await expect(parked).to_contain_text("note: the guest replied to it")
+    assert effects.log_of(stack.effects, sid) == [
+        ("apply", "reserve-room"),
+        ("deliver", "send-confirmation"),
+    ]
 
 
 async def test_list_page(page: Any, base_url: str, stack: Stack) -> None:
