@@ -108,13 +108,17 @@ START_CASES: list[tuple[str, StartArgs, dict[str, str], list[str]]] = [
         ["plan rejected: step 'a': duplicate id", "plan rejected: step 'a': unknown action"],
     ),
     (
-        "markup in a step id",
+        "markup in a step id and an action",
         lambda d: [
             "--plan",
-            write_plan(d, {"steps": [{"id": "a[/]", "action": "effects.apply", "args": {}}]}),
+            write_plan(d, {"steps": [{"id": "a[/]", "action": "x[/][bold]", "args": {}}]}),
         ],
         {},
-        ["plan rejected: step 'a[/]'", "plan rejected: step 'a[/]'"],
+        # An invalid id is not echoed (the step's number names it); the action is, as is.
+        [
+            "plan rejected: step 1: id must match",
+            "plan rejected: step 1: unknown action 'x[/][bold]'",
+        ],
     ),
     (
         "markup in a plan's path",
