@@ -116,7 +116,8 @@ class NotifyActivities:
         step = current_step()
         msg = await asyncio.to_thread(compose, self.settings, step, inp)
         await asyncio.to_thread(self._send, msg)
-        activity.logger.info("emailed %s about saga %s", inp.to, step.saga_id)
+        # The Message-ID, not the address: logs hold no personal data.
+        activity.logger.info("sent %s for saga %s", msg["Message-ID"], step.saga_id)
         return EmailResult(external_id=str(msg["Message-ID"]), to=inp.to)
 
     def _send(self, msg: EmailMessage) -> None:

@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
+from saga._codec import payload_keys
 from saga._errors import PlanRejected, SagaError
 from saga._examples import example_names, find_example
 from saga._models import (
@@ -64,7 +65,15 @@ def render(result: SagaResult) -> Table:
     return table
 
 
+def masked(result: SagaResult) -> SagaResult:
+    """What the terminal shows: card numbers and email addresses masked, as on the web."""
+    from saga.web._redact import redact
+
+    return SagaResult.model_validate(redact(result.model_dump(mode="json")))
+
+
 def show(result: SagaResult, as_json: bool) -> None:
+    result = masked(result)
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -146,7 +155,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
                 error="plan rejected; nothing was started",
             )
             if args.json:
-                print(rejected.model_dump_json(indent=2))
+                print(masked(rejected).model_dump_json(indent=2))
             else:
                 err.print(f"plan rejected ({path}); nothing was started:")
                 for problem in exc.problems:
@@ -164,6 +173,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
             saga_id=saga_id,
             task_queue=settings.task_queue,
             input=SagaInput(plan=plan, request=request, policy=policy),
+            settings=settings,
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"saga {saga_id} already exists; `saga status {saga_id}`") from None
@@ -309,6 +319,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from saga._ledger import Ledger
     from saga._worker import close_activities, create_worker, load_activities
 
+    payload_keys(settings, create=True)  # once, in the data directory, unless configured
     ledger = Ledger(settings.ledger_url())
     client = await connect_client(settings)
     acts = load_activities(settings)
@@ -336,6 +347,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from saga._ledger import Ledger
     from saga._worker import close_activities, connect, create_worker, load_activities
 
+    payload_keys(settings, create=True)  # once, in the data directory, unless configured
     port = args.port or settings.dev_server_port
     server = DevServer(port, settings.data_dir / "temporal.db")
     settings = settings.model_copy(update={"temporal_address": server.address})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         "",
         description="Test fault hooks: `action=N,...` drops the response of the first N "
         "attempts of each step of that action after it took effect.",
+    )
+    payload_keys: SecretStr | None = Field(
+        None,
+        description="Keys that encrypt what Temporal stores and the ledger's personal "
+        "columns: `id:base64key,...` (32-byte AES keys); the first encrypts, the others "
+        "only decrypt (rotation). Default: the file `payload-keys` in data_dir, created "
+        "once (mode 0600) by `saga dev`, `saga demo` or `saga worker`.",
     )
     # -- external systems (secrets live here only, never in workflow inputs) ----------
     inventory_url: str | None = Field(

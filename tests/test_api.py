@@ -17,6 +17,8 @@ PUBLIC = {
     "Ledger",
     "LedgerInterceptor",
     "OperatorAction",
+    "PayloadKeyError",
+    "PayloadKeys",
     "Plan",
     "PlanOptions",
     "PlanRejected",
@@ -37,11 +39,13 @@ PUBLIC = {
     "connect",
     "create_worker",
     "current_step",
+    "data_converter",
     "free_port",
     "idempotency_key",
     "load_activities",
     "make_engine",
     "migrate",
+    "payload_keys",
     "pivot",
     "read_only",
     "saga_state",
@@ -60,7 +64,12 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for err in (saga.PlanRejected, saga.CatalogError, saga.StepAlreadyCompensated):
+    for err in (
+        saga.PlanRejected,
+        saga.CatalogError,
+        saga.StepAlreadyCompensated,
+        saga.PayloadKeyError,
+    ):
         assert issubclass(err, saga.SagaError)
 
 
