@@ -553,6 +553,10 @@ def _logging(settings: Settings, command: str) -> None:
     """Errors on the terminal; the full log (expected activity failures too) in a file."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    # Their INFO lines are request URLs, which carry query values such as a customer's
+    # email (Stripe's customer search): logs hold no personal data.
+    for chatty in ("stripe", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     console = logging.StreamHandler()
     console.setLevel(logging.ERROR if command in ("demo", "dev") else logging.WARNING)
     root.addHandler(console)
