@@ -187,7 +187,7 @@ def test_a_sealed_value_is_bound_to_its_row_and_column(tmp_path: Path) -> None:
                 text("UPDATE saga SET request = (SELECT request FROM saga WHERE saga_id = 'a') "
                      "WHERE saga_id = 'b'")
             )  # fmt: skip
-        with pytest.raises(PayloadKeyError, match="request/b .*does not authenticate"):
+        with pytest.raises(PayloadKeyError, match=r"request/b .*does not authenticate"):
             ledger.saga("b")
     finally:
         ledger.close()

@@ -235,4 +235,3 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
     logs = worker_log.read_bytes() + files_bytes(data, "saga.log")
     assert hits(logs) == [], logs.decode(errors="replace")[-3000:]
     assert planned.encode() in logs  # the log does mention the sagas it ran
-

@@ -5,7 +5,6 @@ Exactly-once is proved by counting PaymentIntents and Refunds in localstripe its
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
