@@ -115,7 +115,10 @@ async def tokenize_cards(inp: SagaInput, settings: Settings | None = None) -> Sa
             try:
                 tokens[number] = await card_payment_method(client, number)
             except stripe.StripeError as exc:
-                why = exc.user_message or str(exc).strip().splitlines()[0]
+                if isinstance(exc, stripe.APIConnectionError):
+                    why = f"cannot reach Stripe at {settings.stripe_api_base or 'api.stripe.com'}"
+                else:
+                    why = " ".join((exc.user_message or type(exc).__name__).split())
                 raise CardRefused(
                     f"card number {mask_card(number)}: Stripe could not make it a payment "
                     f"method ({why}); nothing was started"
