@@ -63,7 +63,7 @@ from tests.agent.conftest import ScriptedModel, client_with, plan_response, plug
 from tests.histories import FOLDER, HISTORY_KEYS, replayer
 
 REPO = Path(__file__).parents[2]
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "saga" / "examples"  # installed with the package
 IDENTITY = "histories-recorder"
 Handle = WorkflowHandle[SagaWorkflow, SagaResult]
 
