@@ -557,13 +557,17 @@ def _logging(settings: Settings, command: str) -> None:
     # email (Stripe's customer search): logs hold no personal data.
     for chatty in ("stripe", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    from saga.web._redact import MaskingFilter
+
     console = logging.StreamHandler()
     console.setLevel(logging.ERROR if command in ("demo", "dev") else logging.WARNING)
+    console.addFilter(MaskingFilter())
     root.addHandler(console)
     if command in ("dev", "worker", "web"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(settings.data_dir / "saga.log")
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        to_file.addFilter(MaskingFilter())
         root.addHandler(to_file)
 
 

@@ -13,6 +13,7 @@ flight before the upgrade) proves the search would see a plaintext payload.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -41,11 +42,13 @@ from saga._localstripe import LocalStripe
 from saga.web import create_app
 from tests.conftest import eventually, unique
 from tests.history import raw_history_text
+from tests.servers.smtp import REFUSED_DOMAIN
 from tests.test_cli import ROOT
 
 CARD = "4242424242424242"
 CARD_SPACED = "4242 4242 4242 4242"
 EMAIL = "zoe.quartermain@example.com"
+REFUSED_EMAIL = f"zoe.quartermain@{REFUSED_DOMAIN}"
 SECRETS = (CARD, CARD_SPACED, "4242-4242-4242-4242", EMAIL, "zoe.quartermain")
 STRIPE_KEY = f"sk_test_{uuid.uuid4().hex}"
 TOKEN = "personal-data-operator-token"
@@ -110,28 +113,37 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
         keys = payload_keys(settings)
 
-        plan = tmp_path / "order.json"
-        plan.write_text(
-            '{"steps": ['
-            '{"id": "reserve", "action": "inventory.reserve",'
-            ' "args": {"sku": "mug-blue", "quantity": 2}},'
-            '{"id": "charge", "action": "payments.charge",'
-            f' "args": {{"amount": 2500, "currency": "eur", "customer_email": "{EMAIL}",'
-            f' "card_number": "{CARD}", "description": "2 blue mugs"}}}},'
-            '{"id": "confirm", "action": "notify.email",'
-            f' "args": {{"to": "{EMAIL}", "subject": "Your order: 2 blue mugs"}}}}'
-            "]}"
-        )
-        planned, worded = unique("pii-plan"), unique("pii-words")
+        def order(to: str) -> str:
+            path = tmp_path / f"order-{to}.json"
+            steps = [
+                {"id": "reserve", "action": "inventory.reserve",
+                 "args": {"sku": "mug-blue", "quantity": 2}},
+                {"id": "charge", "action": "payments.charge",
+                 "args": {"amount": 2500, "currency": "eur", "customer_email": EMAIL,
+                          "card_number": CARD, "description": "2 blue mugs"}},
+                {"id": "confirm", "action": "notify.email",
+                 "args": {"to": to, "subject": "Your order: 2 blue mugs"}},
+            ]  # fmt: skip
+            path.write_text(json.dumps({"steps": steps}))
+            return str(path)
+
+        planned, worded, refused = unique("pii-plan"), unique("pii-words"), unique("pii-refused")
         request = f"order 2 blue mugs for {EMAIL} and charge her card {CARD_SPACED}"
-        for sid, how in ((planned, ["--plan", str(plan)]), (worded, [request])):
+        for sid, how, code in (
+            (planned, ["--plan", order(EMAIL)], 0),
+            (worded, [request], 0),
+            # The SMTP server refuses this address: the error quoting it reaches the ledger,
+            # the failure in history and the worker's log, and is undone (code 1).
+            (refused, ["--plan", order(REFUSED_EMAIL)], 1),
+        ):
             run = await cli("start", *how, "--id", sid, "--wait", "--json")
-            assert run.returncode == 0, run.stdout + run.stderr
+            assert run.returncode == code, run.stdout + run.stderr
             outputs[f"start {sid}"] = run.stdout + run.stderr
             for args in (["status", sid, "--json"], ["status", sid]):
                 shown = await cli(*args)
-                assert shown.returncode == 0, shown.stderr
+                assert shown.returncode == code, shown.stderr
                 outputs[" ".join(args)] = shown.stdout + shown.stderr
+        assert "z***@refused.invalid (550" in outputs[f"status {refused}"]
         for args in (["list"], ["list", "--json"]):
             listed = await cli(*args)
             assert listed.returncode == 0, listed.stderr
@@ -153,6 +165,9 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
             assert charge.args["customer_email"] == EMAIL
         assert result.request is not None and CARD_SPACED not in result.request
         assert "pm_" in result.request and EMAIL in result.request
+        undone = await wait_saga(reader, refused)
+        assert undone.status == SagaStatus.COMPENSATED, undone
+        assert undone.error is not None and REFUSED_EMAIL in undone.error  # what is at stake
 
         # localstripe holds both charges.
         counter = stripe.StripeClient(
@@ -205,7 +220,7 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
         # The raw history, as the server hands it out, without decoding.
         raw = {
             sid: raw_history_text(await legacy.get_workflow_handle(sid).fetch_history())
-            for sid in (planned, worded, control)
+            for sid in (planned, worded, refused, control)
         }
     finally:
         worker.send_signal(signal.SIGINT)
@@ -218,7 +233,8 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
 
     for where, text in outputs.items():
         assert hits(text) == [], f"{where}: {text}"
-    for sid in (planned, worded):
+    assert '"Encoded failure"' in raw[refused]
+    for sid in (planned, worded, refused):
         assert hits(raw[sid]) == [], sid
         assert '"encryption-key-id"' in raw[sid] and "charge_payment" in raw[sid]
     assert marker in raw[control]  # the search sees a plaintext payload
@@ -235,3 +251,4 @@ async def test_card_number_and_email_are_nowhere_in_plaintext(
     logs = worker_log.read_bytes() + files_bytes(data, "saga.log")
     assert hits(logs) == [], logs.decode(errors="replace")[-3000:]
     assert planned.encode() in logs  # the log does mention the sagas it ran
+    assert b"z***@refused.invalid" in logs  # ... and the refusal, masked

@@ -10,6 +10,7 @@ their first letter and domain: `a***@example.com`.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -86,3 +87,21 @@ def redact(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str) and key not in _KEEP_KEYS:
         return mask_text(value)
     return value
+
+
+class MaskingFilter(logging.Filter):
+    """A log handler filter: card numbers and email addresses masked in every record, its
+    message and its traceback (an activity's error can quote what the user wrote)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True

@@ -105,3 +105,26 @@ def test_email_addresses_are_masked_ids_and_hashes_are_not() -> None:
     assert step["external_id"] == "<saga-1f2e@shop.example.com>"  # an id, kept whole
     assert step["args"] == {"to": "a***@example.com", "customer_email": "a***@example.com"}
     assert step["result"] == {"to": "a***@example.com"}
+
+
+def test_log_records_are_masked_message_and_traceback() -> None:
+    import logging
+
+    from saga.web._redact import MaskingFilter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(MaskingFilter())
+    log = logging.getLogger("test-masking")
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"550 <ana@example.com> refused card {CARD}")
+        except RuntimeError:
+            log.exception("step failed for %s", "ana@example.com")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "ana@" not in text and CARD not in text and "4242424242424242" not in text
+    assert "step failed for a***@example.com" in text
+    assert "RuntimeError: 550 <a***@example.com> refused card •••• 4242" in text
