@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +136,8 @@ class PayloadKeys:
                 f"{ENV} after the current one"
             )
         try:
+            if len(blob) < NONCE_BYTES + 16:  # nonce and tag at least
+                raise InvalidTag
             return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context + key_id.encode())
         except InvalidTag:
             raise PayloadKeyError(
@@ -271,8 +273,3 @@ def unseal(keys: PayloadKeys | None, value: str, context: str) -> bytes:
     except (binascii.Error, ValueError):
         raise PayloadKeyError(f"{what} is not a valid encrypted value") from None
     return keys.decrypt(key_id, blob, f"saga-ledger/{context}/".encode(), what)
-
-
-def key_ids(values: Iterable[object]) -> set[str]:
-    """The key ids that sealed ``values`` (for tests and key rotation checks)."""
-    return {str(v)[len(SEALED_PREFIX) :].partition(":")[0] for v in values if is_sealed(v)}

@@ -12,11 +12,23 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from saga import PayloadKeyError, PayloadKeys, SagaInput, Settings, data_converter, payload_keys
-from saga._codec import ENCODING, KEY_FILE, KEY_ID, EncryptionCodec
+from saga import (
+    Ledger,
+    PayloadKeyError,
+    PayloadKeys,
+    SagaError,
+    SagaInput,
+    Settings,
+    create_worker,
+    data_converter,
+    payload_keys,
+)
+from saga._codec import ENCODING, KEY_FILE, KEY_ID, EncryptionCodec, converter_keys
 
 CARD = "4242424242424242"
 EMAIL = "ana.secret@example.com"
@@ -89,7 +101,7 @@ async def test_unknown_key_id_is_named_in_the_error() -> None:
     assert "'prod-7'" in str(caught.value) and "SAGA_PAYLOAD_KEYS" in str(caught.value)
 
 
-@pytest.mark.parametrize("where", ["ciphertext", "nonce", "tag", "key id"])
+@pytest.mark.parametrize("where", ["ciphertext", "nonce", "tag", "key id", "truncated"])
 async def test_tampered_payload_is_refused(where: str) -> None:
     k = PayloadKeys.parse(f"{PayloadKeys.new_entry('a')},{PayloadKeys.new_entry('b')}")
     payload = await encode(k, INPUT)
@@ -100,6 +112,8 @@ async def test_tampered_payload_is_refused(where: str) -> None:
         data[0] ^= 1
     elif where == "tag":
         data[-1] ^= 1
+    elif where == "truncated":
+        del data[5:]
     else:  # claim the other (known) key: the id is bound to the ciphertext
         payload.metadata[KEY_ID] = b"b"
     payload.data = bytes(data)
@@ -192,3 +206,23 @@ def test_the_environment_wins_over_the_key_file(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, payload_keys=entry)
     assert payload_keys(settings, create=True).ids == ["from-env"]
     assert not (tmp_path / KEY_FILE).exists()
+
+
+async def test_a_worker_refuses_a_client_that_would_write_plaintext(
+    client: Client, tmp_path: Path
+) -> None:
+    settings = Settings(task_queue="never-polled", data_dir=tmp_path)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        config = client.config()
+        config["data_converter"] = pydantic_data_converter  # no codec
+        with pytest.raises(SagaError, match="no payload codec, so history would hold plaintext"):
+            create_worker(Client(**config), settings, ledger, activities=[])
+        assert ledger.keys is None
+        worker = create_worker(client, settings, ledger, activities=[])
+        # The ledger seals with the worker's keys; the plugin kept the codec.
+        assert ledger.keys is not None and ledger.keys == converter_keys(client.data_converter)
+        assert converter_keys(worker.client.data_converter) == ledger.keys
+        assert isinstance(worker.client.data_converter.payload_codec, EncryptionCodec)
+    finally:
+        ledger.close()
