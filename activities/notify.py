@@ -135,7 +135,8 @@ class NotifyActivities:
                 raise _failure(exc) from None
         finally:
             await asyncio.to_thread(_quit, smtp)
-        activity.logger.info("emailed %s about saga %s", inp.to, step.saga_id)
+        # The Message-ID, not the address: logs hold no personal data.
+        activity.logger.info("sent %s for saga %s", mid, step.saga_id)
         return EmailResult(external_id=mid, to=inp.to)
 
     def _envelope(self, msg: EmailMessage) -> smtplib.SMTP:

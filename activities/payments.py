@@ -23,7 +23,9 @@ from compensations.payments import (
     ChargeInput,
     ChargeResult,
     PaymentCompensations,
+    card_payment_method,
     find_intent,
+    is_test_key,
     metadata_for,
     stripe_client,
     stripe_failure,
@@ -130,19 +132,9 @@ class PaymentActivities:
                 type="InvalidPaymentMethod",
                 non_retryable=True,
             )
-        created = await self._client.v1.payment_methods.create_async(
-            {
-                "type": "card",
-                "card": {
-                    "number": inp.card_number,
-                    "exp_month": 12,
-                    "exp_year": 2034,
-                    "cvc": "123",
-                },
-            },
-            {"idempotency_key": f"{key}/payment_method"},
+        return await card_payment_method(
+            self._client, inp.card_number, idempotency_key=f"{key}/payment_method"
         )
-        return created.id
 
     async def _complete(self, intent: stripe.PaymentIntent, key: str) -> stripe.PaymentIntent:
         """Confirm an intent that is not confirmed yet; fail on one that cannot pay."""
@@ -170,7 +162,7 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
     client = stripe_client(settings, http)
     forward = PaymentActivities(
         client,
-        test_mode=settings.stripe_api_key.startswith(("sk_test_", "rk_test_")),
+        test_mode=is_test_key(settings.stripe_api_key),
         localstripe=settings.stripe_api_base is not None,
         http=http,  # the forward side owns the client both sides share
     )

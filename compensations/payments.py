@@ -96,6 +96,32 @@ def stripe_client(
     )
 
 
+def is_test_key(api_key: str) -> bool:
+    """Whether a Stripe key is a test-mode key (card numbers are accepted in test mode only)."""
+    return api_key.startswith(("sk_test_", "rk_test_"))
+
+
+async def card_payment_method(
+    client: stripe.StripeClient, card_number: str, idempotency_key: str | None = None
+) -> str:
+    """A PaymentMethod for a test card number (test mode only: the caller checks).
+
+    The one place a card number becomes a ``pm_...`` id: at the edge before a saga starts
+    (``saga._cards``), and in ``payments.charge`` for a plan that still carries a number.
+    """
+    options: stripe.RequestOptions = {}
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    created = await client.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": card_number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        },
+        options,
+    )
+    return created.id
+
+
 def stripe_failure(exc: stripe.StripeError) -> ApplicationError:
     """A Stripe error as the activity failure Temporal should see (raise it ``from None``).
 

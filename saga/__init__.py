@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         read_only,
     )
     from saga._client import saga_state, start_saga, wait_saga
+    from saga._codec import PayloadKeyError, PayloadKeys, data_converter, payload_keys
     from saga._devserver import DevServer, free_port, temporal_binary, test_server_binary
     from saga._errors import (
         CatalogError,
@@ -66,6 +67,8 @@ _EXPORTS = {
     "Ledger": "saga._ledger",
     "LedgerInterceptor": "saga._step",
     "OperatorAction": "saga._models",
+    "PayloadKeyError": "saga._codec",
+    "PayloadKeys": "saga._codec",
     "Plan": "saga._models",
     "PlanOptions": "saga._models",
     "PlanRejected": "saga._errors",
@@ -86,11 +89,13 @@ _EXPORTS = {
     "connect": "saga._worker",
     "create_worker": "saga._worker",
     "current_step": "saga._step",
+    "data_converter": "saga._codec",
     "free_port": "saga._devserver",
     "idempotency_key": "saga._step",
     "load_activities": "saga._worker",
     "make_engine": "saga._ledger",
     "migrate": "saga._ledger",
+    "payload_keys": "saga._codec",
     "pivot": "saga._catalog",
     "read_only": "saga._catalog",
     "saga_state": "saga._client",
@@ -116,6 +121,8 @@ __all__ = [
     "Ledger",
     "LedgerInterceptor",
     "OperatorAction",
+    "PayloadKeyError",
+    "PayloadKeys",
     "Plan",
     "PlanOptions",
     "PlanRejected",
@@ -138,11 +145,13 @@ __all__ = [
     "connect",
     "create_worker",
     "current_step",
+    "data_converter",
     "free_port",
     "idempotency_key",
     "load_activities",
     "make_engine",
     "migrate",
+    "payload_keys",
     "pivot",
     "read_only",
     "saga_state",

@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
+from saga._codec import payload_keys
 from saga._errors import PlanRejected, Refused, SagaError
 from saga._examples import example_names, find_example
 from saga._limits import check_saga_input
@@ -142,7 +143,15 @@ def render(result: SagaResult) -> Table:
     return table
 
 
+def masked(result: SagaResult) -> SagaResult:
+    """What the terminal shows: card numbers and email addresses masked, as on the web."""
+    from saga.web._redact import redact
+
+    return SagaResult.model_validate(redact(result.model_dump(mode="json")))
+
+
 def show(result: SagaResult, as_json: bool) -> None:
+    result = masked(result)
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -243,7 +252,12 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect_client(settings)
     try:
         await start_saga(
-            client, plan, saga_id=saga_id, task_queue=settings.task_queue, input=saga_input
+            client,
+            plan,
+            saga_id=saga_id,
+            task_queue=settings.task_queue,
+            input=saga_input,
+            settings=settings,
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"saga {saga_id} already exists; `saga status {saga_id}`") from None
@@ -396,6 +410,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from saga._worker import close_activities, create_worker
 
     planner = agent_settings()
+    payload_keys(settings, create=True)  # once, in the data directory, unless configured
     ledger = open_ledger(settings)
     try:
         acts = load_activities(settings)
@@ -428,6 +443,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
     planner = agent_settings()
     load_catalog(settings)
+    payload_keys(settings, create=True)  # once, in the data directory, unless configured
     port = args.port or settings.dev_server_port
     problem = _bind_problem("127.0.0.1", port)
     if problem is not None:  # else the worker would join whatever server holds the port
@@ -658,8 +674,15 @@ def _logging(settings: Settings, command: str) -> None:
     """Errors on the terminal; the full log (expected activity failures too) in a file."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    # Their INFO lines are request URLs, which carry query values such as a customer's
+    # email (Stripe's customer search): logs hold no personal data.
+    for chatty in ("stripe", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    from saga.web._redact import MaskingFilter
+
     console = logging.StreamHandler()
     console.setLevel(logging.ERROR if command in ("demo", "dev") else logging.WARNING)
+    console.addFilter(MaskingFilter())
     root.addHandler(console)
     if command in ("dev", "worker", "web"):
         try:
@@ -670,6 +693,7 @@ def _logging(settings: Settings, command: str) -> None:
                 f"SAGA_DATA_DIR: cannot write the log in {settings.data_dir} ({exc.strerror})"
             ) from None
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        to_file.addFilter(MaskingFilter())
         root.addHandler(to_file)
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from saga._cards import tokenize_cards
+from saga._codec import data_converter, payload_keys
 from saga._errors import SagaError
 from saga._limits import check_saga_input
 from saga._models import SagaInput, SagaResult, SagaStatus
@@ -24,11 +25,12 @@ STATE_QUERY = "state"
 
 
 async def connect_client(settings: Settings) -> Client:
-    """A light client for operating on sagas (no worker plugins); speaks pydantic."""
+    """A light client for operating on sagas (no worker plugins); speaks pydantic, and
+    encrypts and decrypts payloads with the payload keys."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(payload_keys(settings)),
     )
 
 
@@ -43,13 +45,19 @@ async def start_saga(
     task_queue: str,
     request: str | None = None,
     input: SagaInput | None = None,
+    settings: Settings | None = None,
 ) -> WorkflowHandle[Any, SagaResult]:
     """Start a saga; a saga id runs once (re-using it is refused).
 
     An empty request, or an input over the limits of :mod:`saga._limits`, raises
-    :class:`~saga._limits.InputRejected` and starts nothing.
+    :class:`~saga._limits.InputRejected` and starts nothing. Card numbers in the plan or
+    the request become Stripe PaymentMethod ids first (:func:`saga._cards.tokenize_cards`,
+    with ``settings``' Stripe; default: the environment's), so the workflow never holds
+    one.
     """
     inp = input or SagaInput(plan=plan, request=request)
+    check_saga_input(inp)  # before anything is sent to Stripe
+    inp = await tokenize_cards(inp, settings)
     check_saga_input(inp)
     return await client.start_workflow(
         WORKFLOW,

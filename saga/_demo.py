@@ -39,7 +39,8 @@ def _summary(result: SagaResult) -> str:
 
 
 async def run_demo(client: Client, settings: Settings, console: Console) -> int:
-    from saga._cli import render
+    from saga._cli import masked, render
+    from saga.web._redact import mask_text
 
     queue = settings.task_queue
     run = uuid.uuid4().hex[:6]
@@ -47,6 +48,7 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
 
     async def show(title: str, result: SagaResult, expected: SagaStatus) -> None:
         nonlocal failures
+        result = masked(result)
         console.rule(title)
         console.print(render(result))
         console.print(_summary(result), style="bold")
@@ -57,7 +59,9 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
             console.print(f"expected {expected.value}", style="red")
 
     sid = f"order-{run}"
-    await start_saga(client, read_example("order"), saga_id=sid, task_queue=queue)
+    await start_saga(
+        client, read_example("order"), saga_id=sid, task_queue=queue, settings=settings
+    )
     await show(
         "1. an order that completes (saga start --plan order)",
         await wait_saga(client, sid),
@@ -65,7 +69,9 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     )
 
     sid = f"order-declined-{run}"
-    await start_saga(client, read_example("order_declined"), saga_id=sid, task_queue=queue)
+    await start_saga(
+        client, read_example("order_declined"), saga_id=sid, task_queue=queue, settings=settings
+    )
     await show(
         "2. card 4000000000000002 is declined: the reservation is released",
         await wait_saga(client, sid),
@@ -73,7 +79,9 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     )
 
     sid = f"order-cancelled-{run}"
-    await start_saga(client, read_example("order_cancel"), saga_id=sid, task_queue=queue)
+    await start_saga(
+        client, read_example("order_cancel"), saga_id=sid, task_queue=queue, settings=settings
+    )
     while True:
         state = await saga_state(client, sid)
         if any(s.id == "cooling-off" and s.status is StepStatus.RUNNING for s in state.steps):
@@ -82,7 +90,7 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
             break
         await asyncio.sleep(0.2)
     console.rule("3. cancelled midway, during its cooling-off wait")
-    console.print(render(state))
+    console.print(render(masked(state)))
     await client.get_workflow_handle(sid).cancel()
     console.print("cancel requested")
     await show("3. ... and unwound", await wait_saga(client, sid), SagaStatus.CANCELLED)
@@ -90,10 +98,12 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     offline = not os.environ.get("OPENAI_API_KEY")
     sid = f"request-{run}"
     label = "offline planner, no OPENAI_API_KEY" if offline else "the configured model"
-    await start_saga(client, None, saga_id=sid, task_queue=queue, request=REQUEST)
+    await start_saga(
+        client, None, saga_id=sid, task_queue=queue, request=REQUEST, settings=settings
+    )
     result = await wait_saga(client, sid)
     console.rule(f"4. a request in words, planned by the agent ({label})")
-    console.print(f"request: {REQUEST!r}")
+    console.print(f"request: {mask_text(REQUEST)!r}")
     console.print(f"planner: {result.planner}")
     await show("4. planned and run", result, SagaStatus.COMPLETED)
     mail = settings.data_dir / "mail"

@@ -143,7 +143,7 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
     application): set SAGA_REDMINE_URL and SAGA_REDMINE_API_KEY to use tickets.
     """
     from saga._devserver import free_port
-    from saga._localstripe import LocalStripe
+    from saga._localstripe import LocalStripe, publish_url, unpublish_url
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stripe = None
@@ -153,6 +153,8 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
         await stripe.start()
         updates["stripe_api_base"] = stripe.url
     try:
+        if stripe is not None:
+            publish_url(settings.data_dir, stripe.url)
         smtp_port = settings.smtp_port if _port_free(settings.smtp_port) else free_port()
         updates["smtp_port"] = smtp_port
         async with MailServer(smtp_port, settings.data_dir / "mail") as mail:
@@ -167,6 +169,7 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
             yield dev
     finally:
         if stripe is not None:
+            unpublish_url(settings.data_dir, stripe.url)
             stripe.stop()
 
 

@@ -4,6 +4,13 @@ The step row is keyed by its idempotency key (``<saga id>/<step id>``). A forwar
 whose row says ``succeeded`` is never executed again: the recorded result is returned.
 Writes are single short transactions on the hot path of every step; SQLite runs in WAL
 mode with a busy timeout, PostgreSQL through the same statements.
+
+What a user wrote or a system answered can be personal data (a customer's email in a
+plan, a result, an error): the saga's request, plan and error and each step's result,
+compensation result and errors are stored sealed with the payload keys
+(``enc:v1:<key id>:<base64>``, AES-256-GCM bound to the row and column), and read back
+in the clear through this class. Ids, statuses, counts and times stay plain for
+operators and for reconciliation. Rows written before sealing read as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from saga._codec import PayloadKeys, is_sealed, seal, unseal
 from saga._errors import StepAlreadyCompensated
 
 T = TypeVar("T")
@@ -150,17 +159,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _snapshot(row: Any) -> StepSnapshot:
+def _snapshot(row: Any, keys: PayloadKeys | None) -> StepSnapshot:
+    key = row.idempotency_key
     return StepSnapshot(
-        idempotency_key=row.idempotency_key,
+        idempotency_key=key,
         saga_id=row.saga_id,
         step_id=row.step_id,
         action=row.action,
         status=row.status,
         attempts=row.attempts,
         external_id=row.external_id,
-        result=row.result,
-        error=row.error,
+        result=_open_json(keys, row.result, "result", key),
+        error=_open_text(keys, row.error, "error", key),
         compensation_status=row.compensation_status,
         compensation_attempts=row.compensation_attempts,
         failures=row.failures,
@@ -170,6 +180,34 @@ def _snapshot(row: Any) -> StepSnapshot:
         delivering_since=_utc(row.delivering_since),
         delivery_evidence=row.delivery_evidence,
     )
+
+
+def _context(column: str, row: str) -> str:
+    return f"{column}/{row}"
+
+
+def _seal_json(keys: PayloadKeys | None, value: Any, column: str, row: str) -> Any:
+    if keys is None or value is None:
+        return value
+    return seal(keys, json.dumps(value).encode(), _context(column, row))
+
+
+def _seal_text(keys: PayloadKeys | None, value: str | None, column: str, row: str) -> str | None:
+    if keys is None or value is None:
+        return value
+    return seal(keys, value.encode(), _context(column, row))
+
+
+def _open_json(keys: PayloadKeys | None, value: Any, column: str, row: str) -> Any:
+    if not is_sealed(value):
+        return value  # None, or written before sealing
+    return json.loads(unseal(keys, value, _context(column, row)))
+
+
+def _open_text(keys: PayloadKeys | None, value: str | None, column: str, row: str) -> str | None:
+    if value is None or not is_sealed(value):
+        return value
+    return unseal(keys, value, _context(column, row)).decode()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -485,11 +523,16 @@ class Ledger:
     """Synchronous ledger API; the activity wrapper calls it from the ledger's threads.
 
     Writes run on a connection each thread keeps (no pool checkout per write); reads
-    take one from the pool.
+    take one from the pool. Personal columns are sealed with ``keys`` (module docstring).
     """
 
-    def __init__(self, url: str, *, auto_migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, keys: PayloadKeys | None = None, auto_migrate: bool = True
+    ) -> None:
         self.url = url
+        self.keys = keys
+        """Seal and open the personal columns; None writes them in the clear (a worker
+        gives a ledger without keys its client's payload keys)."""
         self.engine = make_engine(url)
         sqlite_db = self.engine.dialect.name == "sqlite"
         # Its own threads: SQLite writes one at a time anyway, so one thread avoids
@@ -580,7 +623,7 @@ class Ledger:
                 snap = None
             else:
                 row = conn.execute(w.read_step, {"k": key}).one()
-                snap = _snapshot(row)
+                snap = _snapshot(row, self.keys)
                 if snap.compensation_status == "none" and snap.status != StepRow.SUCCEEDED.value:
                     lost = int(
                         snap.status == StepRow.RUNNING.value
@@ -610,7 +653,13 @@ class Ledger:
     def finish_step(self, key: str, result: dict[str, Any] | None, external_id: str | None) -> None:
         with self._writing() as conn:
             conn.execute(
-                self._w.finish_step, {"k": key, "res": result, "ext": external_id, "now": _now()}
+                self._w.finish_step,
+                {
+                    "k": key,
+                    "res": _seal_json(self.keys, result, "result", key),
+                    "ext": external_id,
+                    "now": _now(),
+                },
             )
 
     def claim_delivery(
@@ -639,7 +688,7 @@ class Ledger:
                 return None
             if conn.execute(self._w.claim_delivery, values).first() is not None:
                 return None
-            return _snapshot(conn.execute(self._w.read_step, {"k": key}).one())
+            return _snapshot(conn.execute(self._w.read_step, {"k": key}).one(), self.keys)
 
     def release_delivery(self, key: str, round_: int, attempt: int) -> None:
         """``attempt`` knows it delivered nothing: the round's delivery is free again."""
@@ -657,7 +706,13 @@ class Ledger:
         step's failures so far (``counts``: this one is one of them), or None."""
         with self._writing() as conn:
             row = conn.execute(
-                self._w.fail_step, {"k": key, "err": error, "now": _now(), "n": int(counts)}
+                self._w.fail_step,
+                {
+                    "k": key,
+                    "err": _seal_text(self.keys, error, "error", key),
+                    "now": _now(),
+                    "n": int(counts),
+                },
             ).first()
         return None if row is None else int(row[0])
 
@@ -674,7 +729,7 @@ class Ledger:
                 self._w.begin_compensation,
                 {"k": key, "round": round_, "now": now, "cutoff": cutoff},
             ).first()
-        return _snapshot(row) if row is not None else None
+        return _snapshot(row, self.keys) if row is not None else None
 
     def finish_compensation(
         self,
@@ -686,6 +741,8 @@ class Ledger:
     ) -> int | None:
         """Record the compensation's outcome; when it failed, returns the failures of its
         round so far (``counts``: this one is one of them)."""
+        result = _seal_json(self.keys, result, "compensation_result", key)
+        error = _seal_text(self.keys, error, "compensation_error", key)
         with self._writing() as conn:
             if status == "compensated":
                 conn.execute(
@@ -714,9 +771,9 @@ class Ledger:
                 {
                     "sid": saga_id,
                     "st": status,
-                    "err": error,
-                    "req": request,
-                    "pln": plan,
+                    "err": _seal_text(self.keys, error, "error", saga_id),
+                    "req": _seal_text(self.keys, request, "request", saga_id),
+                    "pln": _seal_json(self.keys, plan, "plan", saga_id),
                     "now": _now(),
                 },
             )
@@ -727,21 +784,36 @@ class Ledger:
             rows = conn.execute(
                 select(steps).where(steps.c.saga_id == saga_id).order_by(steps.c.started_at)
             ).all()
-        return [_snapshot(r) for r in rows]
+        return [_snapshot(r, self.keys) for r in rows]
 
     def step(self, key: str) -> StepSnapshot | None:
         with self.engine.connect() as conn:
             row = conn.execute(self._w.read_step, {"k": key}).first()
-        return _snapshot(row) if row is not None else None
+        return _snapshot(row, self.keys) if row is not None else None
 
     def saga(self, saga_id: str) -> dict[str, Any] | None:
         table = _SAGAS
         with self.engine.connect() as conn:
             row = conn.execute(select(table).where(table.c.saga_id == saga_id)).first()
-        return dict(row._mapping) if row is not None else None
+        return self._saga_row(row) if row is not None else None
+
+    def sagas(self) -> list[dict[str, Any]]:
+        """Every saga row, oldest first (request, plan and error in the clear)."""
+        table = _SAGAS
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).order_by(table.c.created_at)).all()
+        return [self._saga_row(r) for r in rows]
+
+    def _saga_row(self, row: Any) -> dict[str, Any]:
+        out = dict(row._mapping)
+        sid = out["saga_id"]
+        out["request"] = _open_text(self.keys, out["request"], "request", sid)
+        out["plan"] = _open_json(self.keys, out["plan"], "plan", sid)
+        out["error"] = _open_text(self.keys, out["error"], "error", sid)
+        return out
 
     def all_steps(self) -> list[StepSnapshot]:
         steps = _STEPS
         with self.engine.connect() as conn:
             rows = conn.execute(select(steps).order_by(steps.c.started_at)).all()
-        return [_snapshot(r) for r in rows]
+        return [_snapshot(r, self.keys) for r in rows]

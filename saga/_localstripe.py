@@ -75,3 +75,26 @@ class LocalStripe:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+URL_FILE = "localstripe.url"
+"""In the data directory while `saga dev` runs its localstripe: its address, so that the
+command line (which turns card numbers into payment methods before a saga starts) talks
+to the same localstripe as the worker."""
+
+
+def publish_url(data_dir: Path, url: str) -> None:
+    (data_dir / URL_FILE).write_text(url + "\n", encoding="utf-8")
+
+
+def unpublish_url(data_dir: Path, url: str) -> None:
+    if published_url(data_dir) == url:
+        (data_dir / URL_FILE).unlink(missing_ok=True)
+
+
+def published_url(data_dir: Path) -> str | None:
+    """The address of the localstripe that `saga dev` runs for ``data_dir``, if any."""
+    try:
+        return (data_dir / URL_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None

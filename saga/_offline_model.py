@@ -76,6 +76,7 @@ _ORDER = re.compile(
     r"|nine|ten)\s+(?P<item>[a-z0-9][a-z0-9 -]*?)\s+for\s+(?P<email>" + _EMAIL + ")",
     re.IGNORECASE,
 )
+_PAYMENT_METHOD = re.compile(r"\bpm_[A-Za-z0-9_]+")
 _TICKET = re.compile(r"\b(?:open|create|file|raise|log)\b.*?\bticket\b", re.IGNORECASE)
 _TICKET_ABOUT = re.compile(
     r"\bticket\s+(?:for|about|on|regarding)\s+(?:the\s+|an?\s+)?(?P<what>.+?)"
@@ -165,7 +166,10 @@ def _plan_order(
             "description": f"{quantity} x {sku}",
             **_by_meaning(props, email=email),
         }
-        if "card_number" in props:
+        given = _PAYMENT_METHOD.search(request)  # a card number the edge tokenized
+        if given and "payment_method" in props:
+            args["payment_method"] = given.group(0)
+        elif "card_number" in props:
             args["card_number"] = TEST_CARD
         elif "payment_method" in props:
             args["payment_method"] = TEST_PAYMENT_METHOD

@@ -36,7 +36,8 @@ from rich.table import Table as RichTable
 from sqlalchemy import Table, create_engine, inspect, select
 from sqlalchemy.engine import make_url
 
-from saga._ledger import Ledger, SagaRecord, StepSnapshot
+from saga._codec import payload_keys
+from saga._ledger import Ledger, StepSnapshot
 from saga._settings import Settings
 
 PAYMENTS, INVENTORY, TICKETS = "payments", "inventory", "tickets"
@@ -418,12 +419,9 @@ def judge(
 
 # -- the whole reconciliation -----------------------------------------------------------
 def _read_ledger(settings: Settings) -> tuple[list[StepSnapshot], list[dict[str, Any]]]:
-    ledger = Ledger(settings.ledger_url())
+    ledger = Ledger(settings.ledger_url(), keys=payload_keys(settings))
     try:
-        table = cast(Table, SagaRecord.__table__)
-        with ledger.engine.connect() as conn:
-            sagas = [dict(r._mapping) for r in conn.execute(select(table)).all()]
-        return ledger.all_steps(), sagas
+        return ledger.all_steps(), ledger.sagas()
     finally:
         ledger.close()
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saga._errors import Refused
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         "",
         description="Test fault hooks: `action=N,...` drops the response of the first N "
         "attempts of each step of that action after it took effect.",
+    )
+    payload_keys: SecretStr | None = Field(
+        None,
+        description="Keys that encrypt what Temporal stores and the ledger's personal "
+        "columns: `id:base64key,...` (32-byte AES keys); the first encrypts, the others "
+        "only decrypt (rotation). Default: the file `payload-keys` in data_dir, created "
+        "once (mode 0600) by `saga dev`, `saga demo` or `saga worker`.",
     )
     # -- external systems (secrets live here only, never in workflow inputs) ----------
     inventory_url: str | None = Field(
@@ -90,7 +97,7 @@ class Settings(BaseSettings):
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        match = _ADDRESS.match(value)
+        match = _ADDRESS.fullmatch(value)
         if match is None or not 0 < int(match.group(2)) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
         return value

@@ -2,7 +2,8 @@
 
 The OpenAI Agents plugin rides on the client: it makes every model call of the planner a
 Temporal activity, registers those activities on the worker, and installs its own
-pydantic-capable payload converter (so no other converter is given here).
+pydantic-capable payload converter (so no other converter is given here). The payload
+codec that encrypts what Temporal stores is ours; the plugin keeps it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from saga._agent_settings import AgentSettings, agents_plugin
 from saga._catalog import catalog
+from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
 from saga._ledger import Ledger
 from saga._models import SagaOutcome, WorkerCapabilities
@@ -108,11 +110,13 @@ def _activity_name(fn: Callable[..., Any]) -> str | None:
 async def connect(
     settings: Settings | None = None, agent_settings: AgentSettings | None = None
 ) -> Client:
-    """A Temporal client with the agents plugin (and its pydantic payload converter)."""
+    """A Temporal client with the agents plugin (and its pydantic payload converter) and
+    the payload codec (the keys of ``settings``)."""
     settings = settings or Settings()
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
+        data_converter=data_converter(payload_keys(settings), DataConverter.default),
         plugins=[agents_plugin(agent_settings)],
         interceptors=tracing_interceptors(settings),
     )
@@ -173,10 +177,23 @@ def create_worker(
     The model activities come from the client's agents plugin; a client without one gets
     it here (configured by ``agent_settings``, default: the environment).
 
+    The client must encrypt payloads (:func:`connect`, or ``data_converter=``
+    :func:`saga.data_converter`): a worker writes no plaintext history. The ledger seals
+    its personal columns with the client's keys unless it was given keys of its own.
+
     ``activities=[]`` makes a workflow-only worker: it polls no activity tasks (its saga
     outcome record runs as a local activity), so steps, compensations and model calls go
     to the queue's activity workers (``workflows=False``).
     """
+    keys = converter_keys(client.data_converter)
+    if keys is None:
+        raise SagaError(
+            "the worker's client has no payload codec, so history would hold plaintext: "
+            "connect with saga.connect(settings), or give Client.connect "
+            "data_converter=saga.data_converter(saga.payload_keys(settings))"
+        )
+    if ledger.keys is None:
+        ledger.keys = keys
     acts = list(load_activities(settings) if activities is None else activities)
     if workflows and activities is not None and not acts:
         # A workflow-only worker: its one activity runs locally, so it must not poll the

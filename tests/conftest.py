@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from saga import Ledger, Settings, create_worker, temporal_binary
+from saga import (
+    Ledger,
+    PayloadKeys,
+    Settings,
+    create_worker,
+    data_converter,
+    payload_keys,
+    temporal_binary,
+)
 from tests import effects
 from tests.pgdb import pg_database
 
@@ -28,6 +35,11 @@ pytest_plugins = sorted(
 )
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+
+# Every process of the session (this one, and the CLI and worker subprocesses, which
+# inherit the environment) encrypts payloads with one key made for the session.
+os.environ.setdefault("SAGA_PAYLOAD_KEYS", PayloadKeys.new_entry("test-session"))
+SESSION_KEYS = payload_keys(Settings())
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +53,7 @@ def _no_real_model_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(SESSION_KEYS),
     ) as env:
         yield env
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+from typing import Any
 
+from google.protobuf.json_format import ParseDict
+from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
+
+from saga import PayloadKeys, Settings, payload_keys
+from saga._codec import EncryptionCodec
 
 _DATA = re.compile(r'"data":\s*"([A-Za-z0-9+/=]+)"')
 
 
-def history_text(history: WorkflowHistory) -> str:
-    """The history's JSON plus every payload decoded, so a search sees inputs and results."""
+def raw_history_text(history: WorkflowHistory) -> str:
+    """The history's JSON plus every payload's bytes as stored (encrypted ones stay so):
+    what someone reading Temporal's database sees."""
     raw = history.to_json()
     decoded = []
     for blob in _DATA.findall(raw):
@@ -21,3 +29,26 @@ def history_text(history: WorkflowHistory) -> str:
         except (binascii.Error, ValueError):
             continue
     return raw + "\n" + "\n".join(decoded)
+
+
+def history_text(history: WorkflowHistory, keys: PayloadKeys | None = None) -> str:
+    """The history's JSON plus every payload decrypted (with ``keys``, default: the
+    session's) and decoded, so a search sees inputs and results."""
+    codec = EncryptionCodec(keys or payload_keys(Settings()))
+    plain: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("metadata"), dict) and "data" in node:
+                payload = codec.decode_payload(ParseDict(node, Payload()))
+                plain.append(payload.data.decode("utf-8", "replace"))
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    raw = history.to_json()
+    walk(json.loads(raw))
+    return raw + "\n" + "\n".join(plain)

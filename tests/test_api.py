@@ -23,6 +23,8 @@ PUBLIC = {
     "Ledger",
     "LedgerInterceptor",
     "OperatorAction",
+    "PayloadKeyError",
+    "PayloadKeys",
     "Plan",
     "PlanOptions",
     "PlanRejected",
@@ -43,11 +45,13 @@ PUBLIC = {
     "connect",
     "create_worker",
     "current_step",
+    "data_converter",
     "free_port",
     "idempotency_key",
     "load_activities",
     "make_engine",
     "migrate",
+    "payload_keys",
     "pivot",
     "read_only",
     "saga_state",
@@ -71,6 +75,7 @@ def test_errors_share_one_root() -> None:
         saga.InputRejected,
         saga.CatalogError,
         saga.StepAlreadyCompensated,
+        saga.PayloadKeyError,
     ):
         assert issubclass(err, saga.SagaError)
 

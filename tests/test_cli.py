@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -156,9 +157,16 @@ def _children(pid: int) -> list[int]:
 
 async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> None:
     port = free_port()
-    env = cli_env(stack, SAGA_DATA_DIR=str(tmp_path / "data"))
+    # The production systems too (the bundled order example), and no SAGA_PAYLOAD_KEYS:
+    # `saga dev` makes the key file in its data directory and the CLI reads it there.
+    env = cli_env(
+        stack,
+        SAGA_DATA_DIR=str(tmp_path / "data"),
+        SAGA_ACTIVITIES="tests.histories.record:build_activities",
+    )
     env.pop("SAGA_TEMPORAL_ADDRESS")
     env.pop("SAGA_DATABASE_URL")
+    env.pop("SAGA_PAYLOAD_KEYS")
     env["SAGA_TASK_QUEUE"] = "saga-dev-test"
     web_port = free_port()
     log = tmp_path / "dev.out"
@@ -204,6 +212,25 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
         assert run.returncode == 0, run.stderr
         assert (tmp_path / "data" / "temporal.db").exists()
         assert (tmp_path / "data" / "ledger.db").exists()
+        assert stat.S_IMODE((tmp_path / "data" / "payload-keys").stat().st_mode) == 0o600
+        # The README's first order: its card number becomes a payment method in dev's
+        # localstripe before the saga starts; the output shows neither it nor the email.
+        order = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "saga", "start", "--plan", "order", "--wait", "--json"],
+            env={**env, "SAGA_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert order.returncode == 0, order.stdout + order.stderr
+        shown = json.loads(order.stdout)
+        assert shown["status"] == "completed"
+        charge = shown["plan"]["steps"][1]["args"]
+        assert "card_number" not in charge and charge["payment_method"].startswith("pm_")
+        assert charge["customer_email"] == "a***@example.com"
+        assert "4242424242424242" not in order.stdout and "ana@" not in order.stdout
         # The web app came up too, behind a generated operator token.
         url = await eventually(
             lambda: re.search(r"http://127\.0\.0\.1:\d+/login\?token=\S+", log.read_text()),
@@ -218,6 +245,7 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+    assert not (tmp_path / "data" / "localstripe.url").exists(), "dev's localstripe is gone"
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)

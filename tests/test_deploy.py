@@ -22,7 +22,7 @@ import saga._worker
 from saga import Ledger, SagaStatus, SagaWorkflow, Settings, create_worker, start_saga, wait_saga
 from tests import effects
 from tests.agent.conftest import has_event
-from tests.conftest import eventually, unique
+from tests.conftest import SESSION_KEYS, eventually, unique
 from tests.histories import replayer
 from tests.test_saga import step
 from tests.workflow_variants import (
@@ -104,12 +104,14 @@ async def test_a_waiting_saga_survives_a_patched_deploy(
 
     # Release 2 replays every one of these histories...
     for history in (in_flight, old_history, new_history):
-        await replayer(AnnouncingSagaWorkflow).replay_workflow(history)
+        await replayer(AnnouncingSagaWorkflow, keys=SESSION_KEYS).replay_workflow(history)
     # ...the same change without workflow.patched cannot replay the waiting saga...
     for history in (in_flight, old_history):
         with pytest.raises(NondeterminismError):
-            await replayer(UnguardedAnnouncingSagaWorkflow).replay_workflow(history)
+            await replayer(UnguardedAnnouncingSagaWorkflow, keys=SESSION_KEYS).replay_workflow(
+                history
+            )
     # ...and release 1 cannot take back a saga that release 2 started (no rollback once
     # new sagas run: the patch must stay until they have all closed).
     with pytest.raises(NondeterminismError):
-        await replayer(SagaWorkflow).replay_workflow(new_history)
+        await replayer(SagaWorkflow, keys=SESSION_KEYS).replay_workflow(new_history)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 from temporalio.client import Client
 
-from saga import Settings
+from saga import PayloadKeys, Settings
 from saga._agent_settings import AgentSettings
 from saga._cli import parser
 from saga.web.app import TOKEN_ENV, create_app
@@ -327,18 +327,24 @@ async def test_migrate_then_worker_healthcheck_against_real_servers(
         "SAGA_TEMPORAL_ADDRESS": address,
         "SAGA_DATABASE_URL": url,
         "SAGA_DATA_DIR": str(tmp_path),
+        "SAGA_PAYLOAD_KEYS": PayloadKeys.new_entry("docker"),
     }
     check = _python_command("worker", "healthcheck")
     no_temporal = {**overrides, "SAGA_TEMPORAL_ADDRESS": "127.0.0.1:9"}
+    placeholder = {**overrides, "SAGA_PAYLOAD_KEYS": ENV_EXAMPLE["SAGA_PAYLOAD_KEYS"]}
     try:
         # Each run imports saga afresh (slow on a loaded machine): two at once.
-        before, unreachable = await asyncio.gather(
+        before, unreachable, unkeyed = await asyncio.gather(
             asyncio.to_thread(_run_in_image_env, "worker", check, overrides),
             asyncio.to_thread(_run_in_image_env, "worker", check, no_temporal),
+            asyncio.to_thread(_run_in_image_env, "worker", check, placeholder),
         )
         assert before.returncode != 0
         assert 'relation "saga" does not exist' in before.stderr  # not migrated yet
         assert unreachable.returncode != 0 and "127.0.0.1:9" in unreachable.stderr
+        # The example's placeholder key is not a key: the worker is unhealthy, and says why.
+        assert unkeyed.returncode != 0
+        assert "SAGA_PAYLOAD_KEYS: entry 1 is not `id:base64key`" in unkeyed.stderr
         migrated = await asyncio.to_thread(
             _run_in_image_env,
             "ledger-migrate",
@@ -352,6 +358,17 @@ async def test_migrate_then_worker_healthcheck_against_real_servers(
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_worker_and_web_share_required_payload_keys() -> None:
+    """Both encrypt and decrypt payloads: the same keys, and compose refuses to start
+    without them rather than fall back to a key file inside one container."""
+    for service in ("worker", "web"):
+        raw = str(SERVICES[service]["environment"]["SAGA_PAYLOAD_KEYS"])
+        assert raw.startswith("${SAGA_PAYLOAD_KEYS:?"), (service, raw)
+    assert environment("worker")["SAGA_PAYLOAD_KEYS"] == environment("web")["SAGA_PAYLOAD_KEYS"]
+    with pytest.raises(KeyError, match="SAGA_PAYLOAD_KEYS"):
+        resolved(SERVICES["worker"]["environment"], {**ENV_EXAMPLE, "SAGA_PAYLOAD_KEYS": ""})
 
 
 def test_shell_healthchecks_parse() -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 import saga
-from saga import Ledger, StepAlreadyCompensated, make_engine
+from saga import Ledger, PayloadKeyError, PayloadKeys, StepAlreadyCompensated, make_engine
 from saga._ledger import Base
 from tests.pgdb import pg_database
 
@@ -212,3 +212,106 @@ def test_migration_0003_keeps_a_step_in_flight(backend: str, tmp_path: Path) -> 
             assert ledger.claim_delivery("old/mail", 0, 2, {"worker": "w"}) is None
         finally:
             ledger.close()
+
+
+EMAIL = "cleo.private@example.com"
+CARD = "4242424242424242"
+
+
+def _raw_rows(url: str) -> str:
+    """Every column of every saga and step row, as the database holds it."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = [
+                *conn.execute(text("SELECT * FROM saga")).all(),
+                *conn.execute(text("SELECT * FROM saga_step")).all(),
+            ]
+    finally:
+        engine.dispose()
+    return "\n".join(repr(tuple(r)) for r in rows)
+
+
+def test_personal_columns_are_sealed_and_read_back_in_the_clear(ledger: Ledger) -> None:
+    keys = PayloadKeys.parse(PayloadKeys.new_entry("ledger-k1"))
+    sealed = Ledger(ledger.url, keys=keys, auto_migrate=False)
+    try:
+        plan = {"steps": [{"id": "c", "args": {"customer_email": EMAIL, "card_number": CARD}}]}
+        sealed.record_saga("p", "running", request=f"order for {EMAIL}", plan=plan)
+        sealed.record_saga("p", "compensated", error=f"550 <{EMAIL}> rejected")
+        sealed.begin_step("p/c", "p", "c", "notify.email", 1)
+        sealed.fail_step("p/c", f"SMTP refused {EMAIL}")
+        sealed.begin_step("p/d", "p", "d", "notify.email", 1)
+        sealed.finish_step("p/d", {"external_id": "m-1", "to": EMAIL}, "m-1")
+        sealed.begin_compensation("p/d")
+        sealed.finish_compensation("p/d", "failed", None, f"undo of {EMAIL} failed")
+        sealed.finish_compensation("p/d", "compensated", {"to": EMAIL}, None)
+
+        raw = _raw_rows(ledger.url)
+        assert EMAIL not in raw and CARD not in raw and "cleo" not in raw
+        assert "enc:v1:ledger-k1:" in raw
+        # What operators and reconciliation need stays plain.
+        assert "'p/d'" in raw and "'m-1'" in raw and "'notify.email'" in raw
+
+        row = sealed.saga("p")
+        assert row is not None
+        assert (row["request"], row["plan"], row["error"]) == (
+            f"order for {EMAIL}",
+            plan,
+            f"550 <{EMAIL}> rejected",
+        )
+        assert [r["saga_id"] for r in sealed.sagas()] == ["p"]
+        failed, done = sealed.steps("p")
+        assert failed.error == f"SMTP refused {EMAIL}"
+        assert done.result == {"external_id": "m-1", "to": EMAIL}
+        assert done.external_id == "m-1"
+
+        # Without the keys a sealed value is refused by name, never shown as ciphertext.
+        with pytest.raises(PayloadKeyError, match="ledger value result/p/d is encrypted"):
+            ledger.step("p/d")
+        other = Ledger(ledger.url, keys=PayloadKeys.parse(PayloadKeys.new_entry("x")))
+        with pytest.raises(PayloadKeyError, match="key 'ledger-k1', which is not among"):
+            other.saga("p")
+        other.close()
+    finally:
+        sealed.close()
+
+
+def test_a_sealed_value_is_bound_to_its_row_and_column(tmp_path: Path) -> None:
+    """Copying one row's ciphertext into another row does not pass as that row's data."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url, keys=PayloadKeys.parse(PayloadKeys.new_entry("k")))
+    try:
+        ledger.record_saga("a", "completed", request=f"for {EMAIL}")
+        ledger.record_saga("b", "completed", request="something else")
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE saga SET request = (SELECT request FROM saga WHERE saga_id = 'a') "
+                     "WHERE saga_id = 'b'")
+            )  # fmt: skip
+        with pytest.raises(PayloadKeyError, match=r"request/b .*does not authenticate"):
+            ledger.saga("b")
+    finally:
+        ledger.close()
+
+
+def test_rows_written_before_sealing_read_as_they_are(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    plain = Ledger(url)
+    plain.record_saga("old", "completed", request="order 2 mugs", plan={"steps": [1]})
+    plain.begin_step("old/a", "old", "a", "effects.apply", 1)
+    plain.finish_step("old/a", {"external_id": "e1"}, "e1")
+    plain.close()
+    ledger = Ledger(url, keys=PayloadKeys.parse(PayloadKeys.new_entry("k")))
+    try:
+        row = ledger.saga("old")
+        assert row is not None and (row["request"], row["plan"]) == ("order 2 mugs", {"steps": [1]})
+        step = ledger.step("old/a")
+        assert step is not None and step.result == {"external_id": "e1"}
+        # A later write of the same saga is sealed; the old plan is kept (not given).
+        ledger.record_saga("old", "completed", error="late note")
+        assert "late note" not in _raw_rows(url)
+        row = ledger.saga("old")
+        assert row is not None and (row["error"], row["plan"]) == ("late note", {"steps": [1]})
+    finally:
+        ledger.close()

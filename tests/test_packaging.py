@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from saga import PayloadKeys
+
 ROOT = Path(__file__).parent.parent
 # What `pip install .` builds from: the files docker/Dockerfile copies into its build.
 SOURCES = ("pyproject.toml", "README.md", "saga", "activities", "compensations")
@@ -86,7 +88,11 @@ def test_installed_copy_runs_from_any_directory(wheel: Path, tmp_path: Path) -> 
     # the installed wheel. -P keeps the script's directory off sys.path.
     deps = sysconfig.get_paths()["purelib"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "PYTHON"))}
-    env.update(SAGA_DATA_DIR=str(tmp_path / "data"), SAGA_TEMPORAL_ADDRESS="127.0.0.1:1")
+    env.update(
+        SAGA_DATA_DIR=str(tmp_path / "data"),
+        SAGA_TEMPORAL_ADDRESS="127.0.0.1:1",
+        SAGA_PAYLOAD_KEYS=PayloadKeys.new_entry("packaging"),
+    )
     python = [sys.executable, "-S", "-P"]
 
     def run(*args: str, path: str) -> subprocess.CompletedProcess[str]:

@@ -65,7 +65,7 @@ class Recon:
 
     async def run(self, sid: str, **plan: Any) -> SagaResult:
         await start_saga(self.client, self.plan(**plan), saga_id=sid,
-                         task_queue=self.settings.task_queue)  # fmt: skip
+                         task_queue=self.settings.task_queue, settings=self.settings)  # fmt: skip
         return await wait_saga(self.client, sid)
 
     async def report(self, prefix: str) -> DriftReport:
@@ -128,7 +128,7 @@ async def test_clean_sagas_report_no_drift(recon: Recon) -> None:
     declined = await recon.run(f"{prefix}declined", card="4000000000000002")
     cancelled_id = f"{prefix}cancelled"
     await start_saga(recon.client, recon.plan(wait=60), saga_id=cancelled_id,
-                     task_queue=recon.settings.task_queue)  # fmt: skip
+                     task_queue=recon.settings.task_queue, settings=recon.settings)  # fmt: skip
 
     def charged() -> bool:
         row = recon.ledger.step(f"{cancelled_id}/charge")

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from saga import Ledger, Settings, create_worker
+from saga import Ledger, PayloadKeys, Settings, create_worker
 from tests.conftest import unique
-from tests.histories import FOLDER, history_files, load, replayer
+from tests.histories import FOLDER, HISTORY_KEYS, history_files, load, replayer
 from tests.histories.record import SCENARIOS
+from tests.history import history_text, raw_history_text
 
 # Every saga the recorder knows has a file (a missing one fails, it is not skipped), and
 # every file is replayed, older releases' subfolders included.
@@ -50,3 +51,17 @@ async def test_the_replayer_runs_workflow_code_as_the_worker_does(
         is ours["data_converter"].payload_converter_class
     )
     assert theirs["workflow_failure_exception_types"] == ours["workflow_failure_exception_types"]
+
+
+async def test_encrypted_histories_replay_with_their_key_only() -> None:
+    """The recorded histories under encrypted/ hold ciphertext (and an encoded failure);
+    the replayer reads them through the codec, and cannot without the key."""
+    history = load(FOLDER / "encrypted" / "compensated_card_declined.json")
+    raw = raw_history_text(history)
+    assert '"encryption-key-id"' in raw and '"Encoded failure"' in raw
+    assert "4000000000000002" not in raw and "ana@example.com" not in raw
+    assert "Your card was declined" in history_text(history, HISTORY_KEYS)
+    await replayer().replay_workflow(history)
+    stranger = PayloadKeys.parse(PayloadKeys.new_entry("histories"))  # same id, other key
+    with pytest.raises(Exception, match="PayloadKeyError"):
+        await replayer(keys=stranger).replay_workflow(history)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from saga import Ledger, SagaInput, SagaStatus, SagaWorkflow, Settings, create_worker
+from saga import (
+    Ledger,
+    SagaInput,
+    SagaStatus,
+    SagaWorkflow,
+    Settings,
+    create_worker,
+    data_converter,
+)
 from saga import test_server_binary as server_binary
 from tests import effects
-from tests.conftest import unique
+from tests.conftest import SESSION_KEYS, unique
 
 
 async def test_a_day_long_wait_is_skipped(tmp_path: Path, effects_engine: object) -> None:
@@ -21,7 +28,7 @@ async def test_a_day_long_wait_is_skipped(tmp_path: Path, effects_engine: object
     )
     ledger = Ledger(settings.ledger_url())
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=server_binary(), data_converter=pydantic_data_converter
+        test_server_existing_path=server_binary(), data_converter=data_converter(SESSION_KEYS)
     ) as env:
         async with create_worker(env.client, settings, ledger):
             sid = unique()

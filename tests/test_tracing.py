@@ -19,7 +19,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from saga import SagaStatus, Settings, create_worker, free_port, start_saga, wait_saga
 from saga._tracing import (
@@ -103,7 +102,7 @@ async def test_saga_workflow_and_activities_are_traced_over_otlp(
     # What `connect` does with tracing on: the interceptor rides on the client ...
     traced = await Client.connect(
         client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
+        data_converter=client.data_converter,
         interceptors=interceptors,
     )
     # ... and the worker built on that client inherits it.
@@ -158,7 +157,7 @@ async def test_no_endpoint_no_tracing(
     assert tracing_interceptors(settings) == []
     untraced = await Client.connect(
         client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
+        data_converter=client.data_converter,
         interceptors=tracing_interceptors(settings),
     )
     worker = create_worker(untraced, settings, stack.ledger)
@@ -180,7 +179,7 @@ async def test_worker_tracing_only_where_the_client_has_none(client: Client) -> 
     off = Settings()
     traced = await Client.connect(
         client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
+        data_converter=client.data_converter,
         interceptors=tracing_interceptors(on),
     )
     assert worker_tracing_interceptors(traced, on) == []  # inherited from the client

@@ -1,8 +1,31 @@
-"""`saga web`: a live page per saga, and the JSON API behind its buttons."""
+"""`saga web`: a live page per saga, and the JSON API behind its buttons.
 
-from saga.web._redact import mask_card, mask_text, redact
-from saga.web._service import CancelOutcome, SagaService, SagaSummary, SagaView
-from saga.web.app import create_app, operator_token, serve
+Names load on first use, so the command line can mask its output with
+``saga.web._redact`` without importing the web app and the agents SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from saga.web._redact import mask_card, mask_text, redact
+    from saga.web._service import CancelOutcome, SagaService, SagaSummary, SagaView
+    from saga.web.app import create_app, operator_token, serve
+
+_EXPORTS = {
+    "CancelOutcome": "saga.web._service",
+    "SagaService": "saga.web._service",
+    "SagaSummary": "saga.web._service",
+    "SagaView": "saga.web._service",
+    "create_app": "saga.web.app",
+    "mask_card": "saga.web._redact",
+    "mask_text": "saga.web._redact",
+    "operator_token": "saga.web.app",
+    "redact": "saga.web._redact",
+    "serve": "saga.web.app",
+}
 
 __all__ = [
     "CancelOutcome",
@@ -16,3 +39,16 @@ __all__ = [
     "redact",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saga.web' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

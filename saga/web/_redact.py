@@ -1,12 +1,16 @@
-"""What an operator may see: card numbers masked, secrets hidden, everything else as is.
+"""What an operator may see: card numbers and email addresses masked, secrets hidden,
+everything else as is.
 
-Applied to every saga state before it leaves the server (web page, JSON API, live table).
-Card numbers are found two ways: by the name of the field that holds them, and by shape
-anywhere in free text (13-19 digits, spaces or dashes allowed, passing the Luhn check).
+Applied to every saga state before it leaves the server or the command line (web page,
+JSON API, live table, `saga start/status`). Card numbers are found two ways: by the name
+of the field that holds them, and by shape anywhere in free text (13-19 digits, spaces or
+dashes allowed, passing the Luhn check). Email addresses are found by shape and keep
+their first letter and domain: `a***@example.com`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -17,8 +21,11 @@ _SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 _CARD_KEYS = re.compile(r"(card(_?number)?|pan|account_?number|number)$", re.IGNORECASE)
-_KEEP_KEYS = frozenset({"saga_id", "plan_hash", "id", "step_id"})
+_KEEP_KEYS = frozenset({"saga_id", "plan_hash", "id", "step_id", "external_id"})
 _DIGIT_RUN = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+)
 
 
 def _luhn(digits: str) -> bool:
@@ -37,16 +44,31 @@ def mask_card(number: str) -> str:
     return f"•••• {digits[-4:]}" if len(digits) >= 4 else "••••"
 
 
+def is_card_number(text: str) -> bool:
+    """13-19 digits (spaces and dashes aside) that pass the Luhn check."""
+    digits = re.sub(r"[ -]", "", text)
+    return digits.isdigit() and 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def card_numbers(text: str) -> list[str]:
+    """The card-number-shaped runs of digits in free text, as written."""
+    return [m.group(0) for m in _DIGIT_RUN.finditer(text) if is_card_number(m.group(0))]
+
+
+def mask_email(address: str) -> str:
+    """`ana@example.com` -> `a***@example.com`."""
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", address)
+
+
 def mask_text(text: str) -> str:
-    """Mask every card-number-shaped run of digits in free text."""
+    """Mask every card-number-shaped run of digits and every email address in free text."""
 
     def repl(m: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and _luhn(digits):
-            return mask_card(digits)
+        if is_card_number(m.group(0)):
+            return mask_card(m.group(0))
         return m.group(0)
 
-    return _DIGIT_RUN.sub(repl, text)
+    return mask_email(_DIGIT_RUN.sub(repl, text))
 
 
 def redact(value: Any, key: str | None = None) -> Any:
@@ -65,3 +87,21 @@ def redact(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str) and key not in _KEEP_KEYS:
         return mask_text(value)
     return value
+
+
+class MaskingFilter(logging.Filter):
+    """A log handler filter: card numbers and email addresses masked in every record, its
+    message and its traceback (an activity's error can quote what the user wrote)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True

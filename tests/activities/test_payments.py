@@ -56,11 +56,25 @@ class Payments:
     stripe: stripe.StripeClient
     """The test's own view of localstripe, for counting."""
 
-    async def run(self, steps: list[dict[str, Any]]) -> SagaResult:
+    async def run(self, steps: list[dict[str, Any]], *, at_the_edge: bool = True) -> SagaResult:
+        """Start and wait. ``at_the_edge``: through ``start_saga``, which turns card numbers
+        into payment methods; else straight to the workflow (as a model's plan arrives)."""
         sid = f"pay-{uuid.uuid4().hex[:10]}"
-        await start_saga(
-            self.client, {"steps": steps}, saga_id=sid, task_queue=self.settings.task_queue
-        )
+        if at_the_edge:
+            await start_saga(
+                self.client,
+                {"steps": steps},
+                saga_id=sid,
+                task_queue=self.settings.task_queue,
+                settings=self.settings,
+            )
+        else:
+            await self.client.start_workflow(
+                "SagaWorkflow",
+                SagaInput(plan={"steps": steps}),
+                id=sid,
+                task_queue=self.settings.task_queue,
+            )
         return await wait_saga(self.client, sid)
 
     async def intents_with_key(self, key: str) -> list[stripe.PaymentIntent]:
@@ -88,7 +102,8 @@ class Payments:
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 done = event.activity_task_completed_event_attributes
                 if done.scheduled_event_id in refunds:
-                    out.append(json.loads(done.result.payloads[0].data))
+                    (value,) = await self.client.data_converter.decode(done.result.payloads)
+                    out.append(value)
         return out
 
 
@@ -163,10 +178,23 @@ def failing(step_id: str = "ship") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "pay_with", [{"card_number": "4242424242424242"}, {"payment_method": "pm_card_visa"}]
+    ("pay_with", "at_the_edge"),
+    [
+        ({"card_number": "4242424242424242"}, True),  # becomes a pm_ id before the start
+        ({"card_number": "4242424242424242"}, False),  # a plan that still carries a number
+        ({"payment_method": "pm_card_visa"}, True),
+    ],
 )
-async def test_charge_succeeds_in_localstripe(pay: Payments, pay_with: dict[str, str]) -> None:
-    done = await pay.run([charge(amount=2500, **pay_with)])
+async def test_charge_succeeds_in_localstripe(
+    pay: Payments, pay_with: dict[str, str], at_the_edge: bool
+) -> None:
+    done = await pay.run([charge(amount=2500, **pay_with)], at_the_edge=at_the_edge)
+    assert done.plan is not None
+    args = done.plan.steps[0].args
+    if "card_number" in pay_with and at_the_edge:
+        assert "card_number" not in args and args["payment_method"].startswith("pm_")
+    else:
+        assert {k: args[k] for k in pay_with} == pay_with
     assert done.status == SagaStatus.COMPLETED, done
     key = idempotency_key(done.saga_id, "charge")
     [intent] = await pay.intents_with_key(key)

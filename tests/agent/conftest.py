@@ -8,6 +8,7 @@ connection), its own task queue and ledger; effects are counted in the session's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,7 +22,7 @@ from agents import ModelResponse
 from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.converter import DataConverter
+from temporalio.converter import DefaultPayloadConverter
 from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import ResponseBuilders, TestModel, TestModelProvider
 from temporalio.worker import Worker
@@ -103,7 +104,10 @@ def plugin_for(model: Any) -> OpenAIAgentsPlugin:
 def client_with(base: Client, plugin: OpenAIAgentsPlugin) -> Client:
     """``base``'s connection (and interceptors) with the agents plugin on it."""
     config = base.config()
-    config["data_converter"] = DataConverter.default
+    # The plugin brings its own payload converter; the codec (encryption) stays.
+    config["data_converter"] = dataclasses.replace(
+        base.data_converter, payload_converter_class=DefaultPayloadConverter
+    )
     config["plugins"] = [plugin]
     return Client(**config)
 

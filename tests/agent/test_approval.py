@@ -12,7 +12,7 @@ from saga._models import ApprovalDecision, ApprovalState, StepEdit
 from saga._policy import ApprovalMode, Policy
 from tests import effects
 from tests.agent.conftest import RunWorker, ScriptedModel, plan_response
-from tests.conftest import eventually
+from tests.conftest import SESSION_KEYS, eventually
 
 ALWAYS = Policy(approval=ApprovalMode.ALWAYS)
 
@@ -130,7 +130,8 @@ async def test_cancel_while_waiting_for_approval(run_worker: RunWorker) -> None:
 async def test_no_answer_within_the_timeout_means_rejected(run_worker: RunWorker) -> None:
     """A day-long approval window passes in a moment on the time-skipping server."""
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=saga.test_server_binary()
+        test_server_existing_path=saga.test_server_binary(),
+        data_converter=saga.data_converter(SESSION_KEYS),
     ) as env:
         model = _plan()
         async with run_worker(model, base=env.client) as stack:

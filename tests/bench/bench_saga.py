@@ -54,6 +54,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 with workflow.unsafe.imports_passed_through():
     from saga import (
         Ledger,
+        PayloadKeys,
         SagaStatus,
         Settings,
         compensated_by,
@@ -373,6 +374,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     global DEADLINE
+    os.environ.setdefault("SAGA_PAYLOAD_KEYS", PayloadKeys.new_entry("bench"))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sagas", type=int, default=200, help="concurrent sagas (and bare workflows)")
     p.add_argument("--steps", type=int, default=5, help="steps per saga")

@@ -57,6 +57,7 @@ from activities.inventory import (  # noqa: E402
 from compensations.inventory import Reservation  # noqa: E402
 from compensations.tickets import MARKER_PREFIX  # noqa: E402
 from saga import (  # noqa: E402
+    PayloadKeys,
     SagaResult,
     SagaStatus,
     Settings,
@@ -475,7 +476,8 @@ async def run_chaos(
             saga_plan = plan_for(kind, sku, empty_sku, rnd)
             try:
                 await _patiently(lambda: start_saga(
-                    client, saga_plan, saga_id=sid, task_queue=w.settings.task_queue  # noqa: B023
+                    client, saga_plan, saga_id=sid, task_queue=w.settings.task_queue,  # noqa: B023
+                    settings=w.settings,
                 ))  # fmt: skip
             except WorkflowAlreadyStartedError:
                 pass  # an earlier try got through
@@ -663,6 +665,8 @@ async def main(argv: list[str] | None = None) -> int:
                       workers=args.workers, faulty_workers=min(args.faulty_workers, args.workers),
                       kill_every=args.kill_every)  # fmt: skip
     run_dir = Path(tempfile.mkdtemp(prefix="saga-chaos-"))
+    # One payload key for this process and the worker processes it starts.
+    os.environ.setdefault("SAGA_PAYLOAD_KEYS", PayloadKeys.new_entry("chaos"))
     print(f"chaos soak: {cfg.sagas} sagas; logs in {run_dir}")
     redmine = RedmineProcess()  # Ruby boots while the rest starts
     temporal = DevServer(free_port(), run_dir / "temporal.db")

@@ -5,6 +5,10 @@ Each ``*.json`` here (in this folder or a subfolder) is one saga's history as
 and of the Temporal UI's download). ``tests/test_replay.py`` replays every one of them;
 ``python -m tests.histories.record`` records the ones named in
 :data:`tests.histories.record.SCENARIOS` again.
+
+Histories recorded before the payload codec hold plaintext payloads; those recorded since
+are encrypted with :data:`HISTORY_KEYS`, a key that is public on purpose (it protects
+nothing but test fixtures). The replayer decodes both, as a worker does after an upgrade.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ import json
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities  # noqa: F401  (declares the production actions in the catalog)
-from saga import SagaWorkflow
+from saga import PayloadKeys, SagaWorkflow, data_converter
 from saga._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (declares effects.* and money.charge)
 
 FOLDER = Path(__file__).parent
+HISTORY_KEYS = PayloadKeys.parse(
+    "histories:PetaPa4MmioZRNaAdVji0YyVtmc4xEw55St5xGC34ao=", "tests.histories"
+)
 
 
 def history_files() -> list[Path]:
@@ -36,16 +44,18 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(started["workflowId"], text)
 
 
-def replayer(*workflows: type) -> Replayer:
+def replayer(*workflows: type, keys: PayloadKeys = HISTORY_KEYS) -> Replayer:
     """A replayer that runs workflow code as ``saga.create_worker``'s worker runs it.
 
     Same agents plugin (its payload converter, and its runner that makes model calls
-    activities), same sandbox with ``saga`` passed through (the workflow reads the
-    process-wide catalog, filled by importing the activities modules above).
-    ``workflows`` defaults to today's ``SagaWorkflow``.
+    activities), the payload codec (:data:`HISTORY_KEYS`; plaintext payloads pass), same
+    sandbox with ``saga`` passed through (the workflow reads the process-wide catalog,
+    filled by importing the activities modules above). ``workflows`` defaults to today's
+    ``SagaWorkflow``; ``keys`` decrypt the histories (default: the recorded ones').
     """
     return Replayer(
         workflows=list(workflows) or [SagaWorkflow],
+        data_converter=data_converter(keys, DataConverter.default),
         plugins=[agents_plugin(AgentSettings(openai_api_key=None))],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")

@@ -35,7 +35,6 @@ from typing import Any
 from agents import ModelResponse
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.openai_agents.testing import ResponseBuilders
 from temporalio.testing import WorkflowEnvironment
 
@@ -51,6 +50,7 @@ from saga import (
     Settings,
     StepStatus,
     create_worker,
+    data_converter,
     saga_state,
     temporal_binary,
     wait_saga,
@@ -60,10 +60,10 @@ from saga._models import ApprovalDecision, ApprovalState
 from saga._policy import ApprovalMode, Policy
 from tests.agent import money
 from tests.agent.conftest import ScriptedModel, client_with, plan_response, plugin_for
-from tests.histories import FOLDER, replayer
+from tests.histories import FOLDER, HISTORY_KEYS, replayer
 
 REPO = Path(__file__).parents[2]
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "saga" / "examples"  # installed with the package
 IDENTITY = "histories-recorder"
 Handle = WorkflowHandle[SagaWorkflow, SagaResult]
 
@@ -385,14 +385,15 @@ async def record(names: Sequence[str], folder: Path = FOLDER) -> None:
         os.environ["SAGA_TEST_EFFECTS_URL"] = f"sqlite:///{data / 'effects.db'}"
         async with (
             await WorkflowEnvironment.start_local(
-                dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
+                dev_server_existing_path=temporal_binary(),
+                data_converter=data_converter(HISTORY_KEYS),
             ) as env,
             dev_stack(Settings(data_dir=data)) as settings,
         ):
             base = await Client.connect(
                 env.client.service_client.config.target_host,
                 identity=IDENTITY,
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter(HISTORY_KEYS),
             )
             ledger = Ledger(settings.ledger_url())
             acts = build_activities(settings)

@@ -96,7 +96,7 @@ async def test_detail_shows_plan_and_masks_card_numbers(
         apply("reserve"),
         apply("charge", **{"name": "card 4111-1111-1111-1111"}),
         approval=True,
-        request=f"Book the room and pay with card {CARD}",
+        request=f"Book the room for ana.lopez@example.com and pay with card {CARD}",
     )
     view = await until(api, sid, lambda v: v["state"]["status"] == "awaiting_approval")
     assert view["can_approve"] and view["can_cancel"] and not view["closed"]
@@ -107,6 +107,7 @@ async def test_detail_shows_plan_and_masks_card_numbers(
     assert CARD not in raw and "4242424242424242" not in raw
     assert "4111-1111-1111-1111" not in raw
     assert "•••• 4242" in view["state"]["request"]
+    assert "ana.lopez" not in raw and "a***@example.com" in view["state"]["request"]
     assert view["state"]["plan"]["steps"][1]["args"]["name"] == "card •••• 1111"
 
     r = await api.get("/api/sagas/no-such-saga")

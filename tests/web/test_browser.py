@@ -96,7 +96,7 @@ async def test_cancel_a_running_saga(page: Any, base_url: str, stack: Stack) -> 
         wait("wait-for-checkin", 300),
         apply("send-receipt"),
         approval=True,
-        request=f"Book a room for two nights and charge card {CARD}",
+        request=f"Book a room for two nights for ana.lopez@example.com and charge card {CARD}",
         prefix="cancel",
     )
     await open_saga(page, base_url, sid)
@@ -106,7 +106,8 @@ async def test_cancel_a_running_saga(page: Any, base_url: str, stack: Stack) -> 
     await expect(page.locator("#approval")).to_be_visible()
     await expect(page.locator("#steps tbody tr")).to_have_count(4)
     await expect(page.locator("#request")).to_contain_text("•••• 4242")
-    assert CARD not in await page.content()
+    await expect(page.locator("#request")).to_contain_text("a***@example.com")
+    assert CARD not in await page.content() and "ana.lopez" not in await page.content()
     await expect(page.locator("#cancel")).to_be_visible()
 
     await page.click("#approve")

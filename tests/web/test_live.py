@@ -77,3 +77,54 @@ def test_render_masks_card_numbers() -> None:
     Console(file=out, width=200, color_system=None).print(render(state))
     assert CARD not in out.getvalue()
     assert "•••• 4242" in out.getvalue()
+
+
+def test_email_addresses_are_masked_ids_and_hashes_are_not() -> None:
+    from saga.web import mask_text, redact
+
+    assert mask_text("order for ana.maria+shop@mail.example.co.uk, cc bo@x.org") == (
+        "order for a***@mail.example.co.uk, cc b***@x.org"
+    )
+    assert mask_text("a***@example.com") == "a***@example.com"  # masking twice is a no-op
+    assert mask_text("saga@localhost") == "saga@localhost"  # no domain to hide a person in
+    shown = redact(
+        {
+            "saga_id": "order-for-ana@example.com",
+            "steps": [
+                {
+                    "id": "confirm",
+                    "external_id": "<saga-1f2e@shop.example.com>",
+                    "args": {"to": "ana@example.com", "customer_email": "ana@example.com"},
+                    "result": {"to": "ana@example.com"},
+                }
+            ],
+        }
+    )
+    step = shown["steps"][0]
+    assert shown["saga_id"] == "order-for-ana@example.com"
+    assert step["external_id"] == "<saga-1f2e@shop.example.com>"  # an id, kept whole
+    assert step["args"] == {"to": "a***@example.com", "customer_email": "a***@example.com"}
+    assert step["result"] == {"to": "a***@example.com"}
+
+
+def test_log_records_are_masked_message_and_traceback() -> None:
+    import logging
+
+    from saga.web._redact import MaskingFilter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(MaskingFilter())
+    log = logging.getLogger("test-masking")
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"550 <ana@example.com> refused card {CARD}")
+        except RuntimeError:
+            log.exception("step failed for %s", "ana@example.com")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "ana@" not in text and CARD not in text and "4242424242424242" not in text
+    assert "step failed for a***@example.com" in text
+    assert "RuntimeError: 550 <a***@example.com> refused card •••• 4242" in text
