@@ -24,7 +24,10 @@ _CARD_KEYS = re.compile(r"(card(_?number)?|pan|account_?number|number)$", re.IGN
 _KEEP_KEYS = frozenset({"saga_id", "plan_hash", "id", "step_id", "external_id"})
 _DIGIT_RUN = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+    # Not our own Message-IDs (<saga-<hex>@domain>): they name a message, not a person,
+    # and an operator needs them whole to find it.
+    r"(?<![\w.%+-])(?!saga-[0-9a-f]{32}@)"
+    r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
 )
 
 

@@ -325,6 +325,7 @@ async def _start(pay: Payments, steps: list[dict[str, Any]], policy: Policy) -> 
         saga_id=sid,
         task_queue=pay.settings.task_queue,
         input=SagaInput(plan={"steps": steps}, policy=policy),
+        settings=pay.settings,  # its localstripe turns the card number into a pm_ id
     )
     return sid
 

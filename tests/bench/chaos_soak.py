@@ -411,8 +411,10 @@ async def _kill_periodically(workers: Workers, every: float, rnd: random.Random,
         victim = rnd.choice(alive)
         workers.kill(victim)
         say(f"  SIGKILL worker {victim}")
-        await asyncio.sleep(1.0)
-        workers.restart(victim)
+        try:
+            await asyncio.sleep(1.0)
+        finally:  # a killed worker comes back even when the run ends meanwhile
+            workers.restart(victim)
 
 
 async def timeline(client: Client, sid: str) -> list[str]:

@@ -87,6 +87,10 @@ def test_email_addresses_are_masked_ids_and_hashes_are_not() -> None:
     )
     assert mask_text("a***@example.com") == "a***@example.com"  # masking twice is a no-op
     assert mask_text("saga@localhost") == "saga@localhost"  # no domain to hide a person in
+    # Our own Message-IDs name a message, not a person: operators need them whole.
+    mid = "<saga-d1199b0c5c89e6ee58d954d11de5b306@example.com>"
+    assert mask_text(f"sent {mid} to ana@example.com") == f"sent {mid} to a***@example.com"
+    assert mask_text("saga-team@example.com") == "s***@example.com"
     shown = redact(
         {
             "saga_id": "order-for-ana@example.com",
