@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         StepStatus,
     )
     from saga._money import Amount, Currency
-    from saga._plan import validate_plan
+    from saga._plan import check_plan, validate_plan
     from saga._policy import Policy, check_policy
     from saga._settings import Settings
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
@@ -55,7 +55,9 @@ _EXPORTS = {
     "Amount": "saga._money",
     "Currency": "saga._money",
     "Policy": "saga._policy",
+    "check_plan": "saga._plan",
     "check_policy": "saga._policy",
+    "PolicyBreached": "saga._errors",
     "ActionSpec": "saga._catalog",
     "Catalog": "saga._catalog",
     "CatalogError": "saga._errors",
@@ -127,6 +129,7 @@ __all__ = [
     "PlanOptions",
     "PlanRejected",
     "Policy",
+    "PolicyBreached",
     "SagaError",
     "SagaInput",
     "SagaResult",
@@ -140,6 +143,7 @@ __all__ = [
     "StepState",
     "StepStatus",
     "catalog",
+    "check_plan",
     "check_policy",
     "compensated_by",
     "connect",

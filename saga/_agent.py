@@ -31,8 +31,8 @@ from temporalio.openai_agents._openai_runner import TemporalOpenAIRunner
 from saga._catalog import Catalog, catalog
 from saga._errors import PlanRejected
 from saga._model_endpoint import MODEL_FAILURES
-from saga._plan import validate_plan
-from saga._policy import Policy, check_policy
+from saga._plan import check_plan
+from saga._policy import Policy
 
 PLANNER_NAME = "saga planner"
 OFFLINE_RESPONSE_ID = "offline-planner"
@@ -40,7 +40,6 @@ OFFLINE_LABEL = "offline planner (no OPENAI_API_KEY)"
 AGENT_LABEL = "OpenAI Agents SDK planner"
 CATALOG_OPEN, CATALOG_CLOSE = "<catalog>", "</catalog>"
 POLICY_OPEN, POLICY_CLOSE = "<policy>", "</policy>"
-MAX_PLAN_STEPS = 20  # the workflow's own cap
 NO_VALID_PLAN = "the planner found no valid plan"
 
 
@@ -184,13 +183,14 @@ def model_call_failure(exc: ActivityError) -> str:
     return f"the model call failed: {cause or exc}"
 
 
-def check_plan(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> list[str]:
-    """Catalog validation, then the policy: the same checks as for hand-written plans."""
+def plan_problems(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> list[str]:
+    """What :func:`saga.check_plan` finds in the model's plan: the same checks as for
+    hand-written plans."""
     try:
-        plan = validate_plan(raw, cat, max_steps=min(MAX_PLAN_STEPS, policy.max_steps))
+        check_plan(raw, cat, policy)
     except PlanRejected as exc:
         return list(exc.problems)
-    return check_policy(plan, policy, cat)
+    return []
 
 
 async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) -> PlanningResult:
@@ -244,7 +244,7 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
         if output.cannot_plan:
             problems.append("plan: give either steps or cannot_plan, not both")
         if not problems:
-            problems = check_plan(raw, policy, cat)
+            problems = plan_problems(raw, policy, cat)
         if not problems:
             return PlanningResult(plan=raw, planner=_label(responses), model_calls=len(responses))
         history.append(_feedback(problems))

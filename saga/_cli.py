@@ -38,8 +38,8 @@ from saga._models import (
     SagaStatus,
     StepState,
 )
-from saga._plan import MAX_STEPS, validate_plan
-from saga._policy import Policy, check_policy
+from saga._plan import check_plan
+from saga._policy import Policy
 from saga._problems import (
     check_database,
     database_errors,
@@ -203,12 +203,14 @@ def exit_code(result: SagaResult) -> int:
 def load_policy(settings: Settings) -> Policy:
     """The policy from SAGA_POLICY_FILE, or the default (whole catalog, no approval)."""
     if settings.policy_file is None:
-        return Policy()
+        return Policy(max_steps=min(Policy().max_steps, settings.max_steps))
     data = read_json_file(settings.policy_file, "policy")
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise UsageError(*model_problems(settings.policy_file, exc)) from None
+    # SAGA_MAX_STEPS caps the plans this CLI starts, in the workflow too.
+    return policy.model_copy(update={"max_steps": min(policy.max_steps, settings.max_steps)})
 
 
 def _plan_source(plan: str) -> Traversable:
@@ -245,10 +247,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     saga_input = SagaInput(plan=plan, request=request, policy=policy)
     check_saga_input(saga_input)
     if plan is not None:
-        checked = validate_plan(plan, catalog, max_steps=min(settings.max_steps, MAX_STEPS))
-        problems = check_policy(checked, policy, catalog)
-        if problems:
-            raise PlanRejected(problems)
+        check_plan(plan, catalog, policy)
     client = await connect_client(settings)
     try:
         await start_saga(

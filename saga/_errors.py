@@ -22,6 +22,10 @@ class PlanRejected(Refused):
     """
 
 
+class PolicyBreached(PlanRejected):
+    """A valid plan that the policy does not allow; nothing was executed."""
+
+
 class InputRejected(Refused):
     """What would start a saga is empty, or over a size limit; nothing was started.
 

@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from saga._catalog import ActionKind, ActionSpec, Catalog
-from saga._errors import PlanRejected
+from saga._errors import PlanRejected, PolicyBreached
 from saga._models import Plan, PlanOptions, Step
+from saga._policy import Policy, check_policy
 
 MAX_STEPS = 20
 """The engine's hard limit on plan length (settings and policy may lower it)."""
@@ -63,7 +64,11 @@ def canonical_args(spec: ActionSpec, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_plan(
-    raw: Any, catalog: Catalog, *, max_steps: int = 20, available: Collection[str] | None = None
+    raw: Any,
+    catalog: Catalog,
+    *,
+    max_steps: int = MAX_STEPS,
+    available: Collection[str] | None = None,
 ) -> Plan:
     """Return the plan as a typed :class:`Plan`, or raise :class:`PlanRejected`.
 
@@ -157,17 +162,34 @@ def validate_plan(
     return Plan(steps=steps, options=options)
 
 
-def replace_args(
-    plan: Plan, step_id: str, args: dict[str, Any], catalog: Catalog, *, max_steps: int = MAX_STEPS
-) -> Plan:
-    """``plan`` with one step's args replaced, validated again as a whole.
+def with_args(plan: Plan, step_id: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``plan`` as raw JSON with one step's args replaced (to be checked again whole).
 
-    What a person edits while the plan waits for approval goes through the same strict
-    validation as the plan itself; raises :class:`PlanRejected` or ``KeyError``.
+    Raises ``KeyError`` when the plan has no such step.
     """
     raw = plan.model_dump(mode="json")
     for step in raw["steps"]:
         if step["id"] == step_id:
             step["args"] = args
-            return validate_plan(raw, catalog, max_steps=max_steps)
+            return raw
     raise KeyError(f"no step {step_id!r} in the plan")
+
+
+def check_plan(
+    raw: Any, catalog: Catalog, policy: Policy, *, available: Collection[str] | None = None
+) -> Plan:
+    """The one check every plan passes, wherever it comes from: the CLI, the workflow's
+    start and an edit during approval, the planner's answer.
+
+    Catalog validation (:func:`validate_plan`, at most ``min(MAX_STEPS,
+    policy.max_steps)`` steps), then the policy (:func:`~saga.check_policy`) on the same
+    validated plan. Raises :class:`PlanRejected`, or :class:`PolicyBreached` for a valid
+    plan the policy does not allow.
+    """
+    plan = validate_plan(
+        raw, catalog, max_steps=min(MAX_STEPS, policy.max_steps), available=available
+    )
+    problems = check_policy(plan, policy, catalog)
+    if problems:
+        raise PolicyBreached(problems)
+    return plan

@@ -37,7 +37,13 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL of the ledger; default: SQLite file in data_dir.",
     )
-    max_steps: int = Field(20, description="Largest number of steps a plan may have.")
+    max_steps: int = Field(
+        20,
+        ge=1,
+        le=20,
+        description="Largest number of steps a plan started here may have (the engine's "
+        "own limit is 20).",
+    )
     activities: str = Field(
         "activities:build_activities",
         description="`module:function` that returns the worker's activities, given settings.",

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from saga._agent import NO_VALID_PLAN, plan_with_agent
     from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
-    from saga._errors import PlanRejected
+    from saga._errors import PlanRejected, PolicyBreached
     from saga._limits import saga_input_problems
     from saga._models import (
         ApprovalDecision,
@@ -38,8 +38,8 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         WorkerCapabilities,
     )
-    from saga._plan import MAX_STEPS, replace_args, validate_plan
-    from saga._policy import Policy, check_policy, needs_approval, plan_hash, stricter
+    from saga._plan import check_plan, with_args
+    from saga._policy import Policy, needs_approval, plan_hash, stricter
     from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
 
 RECORD_SAGA = "record_saga_outcome"
@@ -204,17 +204,11 @@ class SagaWorkflow:
                 return self._reject(planned.problems, planned.error or NO_VALID_PLAN)
             raw = planned.plan
         try:
-            plan = validate_plan(
-                raw,
-                catalog,
-                max_steps=min(MAX_STEPS, policy.max_steps),
-                available=available,
-            )
+            plan = check_plan(raw, catalog, policy, available=available)
+        except PolicyBreached as exc:
+            return self._reject(exc.problems, "plan breaks the policy")
         except PlanRejected as exc:
             return self._reject(exc.problems, "plan rejected")
-        problems = check_policy(plan, policy, catalog)
-        if problems:
-            return self._reject(problems, "plan breaks the policy")
         self._state.plan = plan
         self._state.plan_hash = plan_hash(plan)
         if needs_approval(plan, policy, catalog):
@@ -304,15 +298,12 @@ class SagaWorkflow:
     def _edited(self, edit: StepEdit) -> Plan:
         assert self._state.plan is not None
         try:
-            new = replace_args(self._state.plan, edit.step_id, edit.args, catalog)
+            raw = with_args(self._state.plan, edit.step_id, edit.args)
+            return check_plan(raw, catalog, self._policy)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
         except PlanRejected as exc:
             raise ValueError("; ".join(exc.problems)) from None
-        problems = check_policy(new, self._policy, catalog)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return new
 
     def _must_await_approval(self) -> None:
         if self._state.approval is not ApprovalState.PENDING:

@@ -11,6 +11,8 @@ PUBLIC = {
     "Amount",
     "Currency",
     "Policy",
+    "PolicyBreached",
+    "check_plan",
     "check_policy",
     "ActionSpec",
     "Catalog",

@@ -160,6 +160,21 @@ START_CASES: list[tuple[str, StartArgs, dict[str, str], list[str]]] = [
         ["SAGA_MAX_STEPS: Input should be a valid integer"],
     ),
     (
+        "SAGA_MAX_STEPS=0",
+        lambda d: ["--plan", write_plan(d, GOOD)],
+        {"SAGA_MAX_STEPS": "0"},
+        ["SAGA_MAX_STEPS: Input should be greater than or equal to 1 (got '0')"],
+    ),
+    (
+        "a plan longer than SAGA_MAX_STEPS",
+        lambda d: [
+            "--plan",
+            write_plan(d, {"steps": [GOOD["steps"][0] | {"id": f"s{n}"} for n in range(3)]}),
+        ],
+        {"SAGA_MAX_STEPS": "2"},
+        ["plan rejected: plan: has 3 steps, the limit is 2"],
+    ),
+    (
         "SAGA_TEMPORAL_ADDRESS=garbage",
         lambda d: ["--plan", write_plan(d, GOOD)],
         {"SAGA_TEMPORAL_ADDRESS": "garbage"},

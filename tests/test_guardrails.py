@@ -33,7 +33,7 @@ from saga import (
 )
 from saga._catalog import Catalog
 from saga._money import CURRENCIES
-from saga._plan import replace_args
+from saga._plan import check_plan, with_args
 from saga._policy import ApprovalMode, needs_approval, plan_hash, stricter
 from tests import effects  # noqa: F401  (test actions: effects.*)
 from tests.agent import money  # noqa: F401  (a second action that moves money)
@@ -218,7 +218,7 @@ async def test_a_plan_edited_during_approval_is_held_to_the_same_rules(
     )
     edit = data.draw(step_args(spec))
     try:
-        plan = replace_args(approved, "s", edit, catalog)
+        plan = check_plan(with_args(approved, "s", edit), catalog, Policy())  # as edit_step
     except PlanRejected:
         event("refused")
         return

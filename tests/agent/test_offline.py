@@ -14,7 +14,13 @@ import activities.notify
 import activities.payments
 import activities.tickets  # noqa: F401  (the bundled example catalog)
 from saga import SagaStatus, Settings, connect
-from saga._agent import OFFLINE_LABEL, PlannerOutput, check_plan, planner_instructions, to_raw_plan
+from saga._agent import (
+    OFFLINE_LABEL,
+    PlannerOutput,
+    plan_problems,
+    planner_instructions,
+    to_raw_plan,
+)
 from saga._agent_settings import AgentSettings, SagaModelProvider
 from saga._model_endpoint import EndpointModel
 from saga._offline_model import OfflinePlanner
@@ -36,7 +42,7 @@ def _valid_steps(request: str) -> list[dict[str, Any]]:
     )
     assert output.cannot_plan is None, output.cannot_plan
     raw, problems = to_raw_plan(output)
-    assert problems == [] and check_plan(raw, Policy()) == []
+    assert problems == [] and plan_problems(raw, Policy()) == []
     steps: list[dict[str, Any]] = raw["steps"]
     return steps
 
