@@ -38,15 +38,16 @@ from sqlalchemy.engine import make_url
 
 from saga._codec import payload_keys
 from saga._ledger import Ledger, StepSnapshot
+from saga._models import CompensationStatus, SagaStatus, StepStatus
 from saga._settings import Settings
 
 PAYMENTS, INVENTORY, TICKETS = "payments", "inventory", "tickets"
 ACTIONS = {"payments.charge": PAYMENTS, "inventory.reserve": INVENTORY, "tickets.create": TICKETS}
 """The compensable actions whose effects reconciliation can see, by system."""
 
-FINAL = frozenset({"completed", "compensated", "cancelled", "rejected"})
-UNDONE = frozenset({"compensated", "cancelled"})
-NEEDS_ATTENTION = "needs_attention"
+FINAL = frozenset(s for s in SagaStatus if s.final)
+UNDONE = frozenset({SagaStatus.COMPENSATED, SagaStatus.CANCELLED})
+NEEDS_ATTENTION = SagaStatus.NEEDS_ATTENTION
 PAGE = 100
 READ_TRIES = 5
 
@@ -383,9 +384,9 @@ def judge(
         if recorded is not None and recorded not in effects:
             effects.append(recorded)
         standing = [e for e in effects if e.standing]
-        status = saga_status.get(step.saga_id, "running")
+        status = saga_status.get(step.saga_id, SagaStatus.RUNNING)
         view = _ledger_view(step)
-        if step.status == "succeeded" and recorded is None:
+        if step.status == StepStatus.SUCCEEDED and recorded is None:
             found = "; ".join(e.state for e in effects) or "nothing"
             add(
                 DriftKind.MISSING_EFFECT,
@@ -395,14 +396,14 @@ def judge(
                 f"no {step.external_id or 'external id'} ({found})",
             )
         comp = step.compensation_status
-        if comp == "compensated":
+        if comp == CompensationStatus.COMPENSATED:
             for e in standing:
                 add(DriftKind.COMPENSATED_BUT_STANDING, key, e.external_id, view, e.state)
             continue
-        if comp == "failed" or status not in FINAL:
+        if comp == CompensationStatus.FAILED or status not in FINAL:
             continue  # waiting for an operator, resolved by hand, or still running
         for e in standing:
-            if step.status != "succeeded":
+            if step.status != StepStatus.SUCCEEDED:
                 add(
                     DriftKind.EFFECT_WITHOUT_SUCCESS,
                     key,
@@ -463,7 +464,7 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
                 continue
             for step in mine:  # recorded ids the listing did not show (e.g. other project)
                 ext = step.external_id
-                if ext and ext not in held.by_id and step.status == "succeeded":
+                if ext and ext not in held.by_id and step.status == StepStatus.SUCCEEDED:
                     found = await _lookup(system, ext, contexts.get(system))
                     if found is not None:
                         held.by_id[ext] = found
@@ -474,7 +475,7 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
 
     stuck_steps: dict[str, list[StuckStep]] = defaultdict(list)
     for step in steps:
-        if step.compensation_status == "failed":
+        if step.compensation_status == CompensationStatus.FAILED:
             stuck_steps[step.saga_id].append(
                 StuckStep(step_id=step.step_id, action=step.action, external_id=step.external_id)
             )
