@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import RetryPolicy
@@ -296,19 +296,43 @@ def compensated_by(
     return decorate
 
 
-def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
-    def decorator(
+class _Uncompensated:
+    """``@pivot`` / ``@read_only``, bare or with options: ``@pivot(delivery=...)``."""
+
+    def __init__(self, kind: ActionKind) -> None:
+        self._kind = kind
+
+    @overload
+    def __call__(self, fn: F, /) -> F: ...
+
+    @overload
+    def __call__(
+        self,
+        fn: None = None,
+        /,
         *,
         action: str | None = None,
         delivery: Delivery = Delivery.EXACTLY_ONCE,
         start_to_close_timeout: timedelta = timedelta(seconds=60),
         heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
         retry_policy: RetryPolicy = DEFAULT_RETRY,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[F], F]: ...
+
+    def __call__(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        action: str | None = None,
+        delivery: Delivery = Delivery.EXACTLY_ONCE,
+        start_to_close_timeout: timedelta = timedelta(seconds=60),
+        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
+        retry_policy: RetryPolicy = DEFAULT_RETRY,
+    ) -> F | Callable[[F], F]:
         def decorate(fn: F) -> F:
             _declare(
                 fn,
-                kind,
+                self._kind,
                 None,
                 action,
                 {
@@ -320,17 +344,15 @@ def _uncompensated(kind: ActionKind) -> Callable[..., Any]:
             )
             return fn
 
-        return decorate
-
-    return decorator
+        return decorate if fn is None else decorate(fn)
 
 
-pivot: Callable[..., Callable[[F], F]] = _uncompensated(ActionKind.PIVOT)
-"""Declare an irreversible action: ``@pivot()`` above ``@activity.defn``; one that no
+pivot = _Uncompensated(ActionKind.PIVOT)
+"""Declare an irreversible action: ``@pivot`` above ``@activity.defn``; one that no
 receiver can de-duplicate says so: ``@pivot(delivery=Delivery.AT_MOST_ONCE)``."""
 
-read_only: Callable[..., Callable[[F], F]] = _uncompensated(ActionKind.READ_ONLY)
-"""Declare an action that changes nothing: ``@read_only()`` above ``@activity.defn``."""
+read_only = _Uncompensated(ActionKind.READ_ONLY)
+"""Declare an action that changes nothing: ``@read_only`` above ``@activity.defn``."""
 
 
 class WaitInput(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+from temporalio import activity
+
 import saga
 from saga import ActionKind, catalog
 from tests import effects  # noqa: F401  (declares the effects.* actions)
@@ -103,3 +106,33 @@ def test_catalog_describes_itself_as_json_schema() -> None:
     spec = catalog.get("inventory.reserve")
     assert spec is not None and spec.kind is ActionKind.COMPENSABLE
     assert spec.activity_name == "reserve_inventory"
+
+
+class LookInput(BaseModel):
+    sku: str
+
+
+def test_pivot_and_read_only_work_bare_and_with_options() -> None:
+    try:
+
+        @saga.read_only
+        @activity.defn(name="api_test_look_bare")
+        async def look_bare(inp: LookInput) -> None: ...
+
+        @saga.pivot(action="apitest.tell", delivery=saga.Delivery.AT_MOST_ONCE)
+        @activity.defn(name="api_test_tell")
+        async def tell(inp: LookInput) -> None: ...
+
+        bare = catalog.by_activity("api_test_look_bare")
+        assert bare is not None and bare.name == "test_api.look"
+        assert bare.kind == saga.ActionKind.READ_ONLY and bare.input_model is LookInput
+        told = catalog.get("apitest.tell")
+        assert told is not None and told.kind == saga.ActionKind.PIVOT
+        assert told.delivery == saga.Delivery.AT_MOST_ONCE
+    finally:  # the catalog is process-wide: leave it as the other tests know it
+        for name, act in [
+            ("test_api.look", "api_test_look_bare"),
+            ("apitest.tell", "api_test_tell"),
+        ]:
+            catalog._by_name.pop(name, None)
+            catalog._by_activity.pop(act, None)
