@@ -192,7 +192,8 @@ catalog = Catalog()
 """The process-wide catalog that the decorators register into."""
 
 
-def _activity_name(fn: Callable[..., Any]) -> str:
+def activity_name(fn: Callable[..., Any]) -> str:
+    """The Temporal activity name of ``fn`` (an ``@activity.defn``), or CatalogError."""
     defn = getattr(fn, "__temporal_activity_definition", None)
     name = getattr(defn, "name", None)
     if not name:
@@ -235,7 +236,7 @@ def _declare(
     inp, out = _models(fn)
     comp_name = None
     if compensation is not None:
-        comp_name = _activity_name(compensation)
+        comp_name = activity_name(compensation)
         comp_params = [p for p in inspect.signature(compensation).parameters if p != "self"]
         if len(comp_params) != 2:
             raise CatalogError(
@@ -244,7 +245,7 @@ def _declare(
     catalog.register(
         ActionSpec(
             name=action or _derive_name(fn),
-            activity_name=_activity_name(fn),
+            activity_name=activity_name(fn),
             kind=kind,
             description=inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0],
             input_model=inp,

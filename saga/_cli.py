@@ -45,6 +45,7 @@ from saga._problems import (
     database_errors,
     model_problems,
     read_json_file,
+    read_policy_file,
     system_problem,
 )
 from saga._settings import Settings, load_settings
@@ -204,11 +205,7 @@ def load_policy(settings: Settings) -> Policy:
     """The policy from SAGA_POLICY_FILE, or the default (whole catalog, no approval)."""
     if settings.policy_file is None:
         return Policy(max_steps=min(Policy().max_steps, settings.max_steps))
-    data = read_json_file(settings.policy_file, "policy")
-    try:
-        policy = Policy.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(*model_problems(settings.policy_file, exc)) from None
+    policy = read_policy_file(settings.policy_file)
     # SAGA_MAX_STEPS caps the plans this CLI starts, in the workflow too.
     return policy.model_copy(update={"max_steps": min(policy.max_steps, settings.max_steps)})
 

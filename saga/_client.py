@@ -57,11 +57,12 @@ async def start_saga(
     """
     inp = input or SagaInput(plan=plan, request=request)
     check_saga_input(inp)  # before anything is sent to Stripe
-    inp = await tokenize_cards(inp, settings)
-    check_saga_input(inp)
+    tokenized = await tokenize_cards(inp, settings)
+    if tokenized is not inp:  # a pm_ id is longer than the number it replaced
+        check_saga_input(tokenized)
     return await client.start_workflow(
         WORKFLOW,
-        inp,
+        tokenized,
         id=saga_id,
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from saga._errors import Refused
 from saga._limits import MAX_FILE_BYTES, MAX_JSON_DEPTH
+from saga._policy import Policy
 from saga._settings import Settings
 
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
@@ -65,6 +66,16 @@ def model_problems(where: object, exc: ValidationError) -> list[str]:
         field = ".".join(str(p) for p in error["loc"])
         problems.append(f"{where}: {field + ': ' if field else ''}{error['msg']}")
     return problems
+
+
+def read_policy_file(path: Path) -> Policy:
+    """The policy in ``path`` (``SAGA_POLICY_FILE``), or :class:`Refused` with one line per
+    problem naming the file and the field. The CLI and the worker read it the same way."""
+    data = read_json_file(path, "policy")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise Refused(model_problems(path, exc)) from None
 
 
 def hide_password(url: str) -> str:

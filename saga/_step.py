@@ -35,7 +35,7 @@ from temporalio.worker import (
 
 from saga._catalog import ActionSpec, Catalog, Delivery, catalog
 from saga._errors import SagaError, StepAlreadyCompensated
-from saga._ledger import Ledger, StepSnapshot
+from saga._ledger import Ledger, StepRow, StepSnapshot
 
 COMPENSATE = ":compensate:"
 RESEND = ":resend:"
@@ -143,7 +143,7 @@ def uncertain(action: str, row: StepSnapshot) -> ApplicationError:
     """The error that parks an at-most-once step whose attempt ``row.delivering_attempt``
     may have delivered: a message that says so, and the evidence as details."""
     since = row.delivering_since.isoformat(timespec="seconds") if row.delivering_since else "?"
-    if row.status == "failed" and row.error and not row.error.startswith(DELIVERY_UNCERTAIN):
+    if row.status == StepRow.FAILED and row.error and not row.error.startswith(DELIVERY_UNCERTAIN):
         ended = f"then failed ({row.error})"
     else:
         ended = "no outcome recorded (its worker died or stopped, or it is still running)"

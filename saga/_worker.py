@@ -25,12 +25,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from saga._agent_settings import AgentSettings, agents_plugin
-from saga._catalog import catalog
+from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
 from saga._ledger import Ledger
 from saga._models import SagaOutcome, WorkerCapabilities
 from saga._policy import Policy
+from saga._problems import read_policy_file
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
@@ -72,7 +73,7 @@ class Capabilities:
         if activities is not None:
             # An owner may say its system is not configured (``configured`` is False).
             registered = {
-                _activity_name(fn)
+                activity_name(fn)
                 for fn in activities
                 if getattr(getattr(fn, "__self__", None), "configured", True)
             }
@@ -92,19 +93,7 @@ class Capabilities:
 
 def worker_policy(settings: Settings) -> Policy | None:
     """The workers' own policy from ``SAGA_POLICY_FILE``, or None."""
-    if settings.policy_file is None:
-        return None
-    try:
-        return Policy.model_validate_json(settings.policy_file.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise SagaError(
-            f"SAGA_POLICY_FILE={settings.policy_file}: not a valid policy: {exc}"
-        ) from None
-
-
-def _activity_name(fn: Callable[..., Any]) -> str | None:
-    defn = getattr(fn, "__temporal_activity_definition", None)
-    return getattr(defn, "name", None)
+    return None if settings.policy_file is None else read_policy_file(settings.policy_file)
 
 
 async def connect(

@@ -143,11 +143,11 @@ class SagaWorkflow:
         except asyncio.CancelledError:
             self._state.status = SagaStatus.CANCELLED
             self._state.error = "cancelled before any step ran"
-            await self._close(inp)
+            await self._close()
             raise
         if plan is None:
             self._state.status = SagaStatus.REJECTED
-            await self._close(inp)
+            await self._close()
             return self._state
         self._start(plan)
         failure: str | None = None
@@ -165,7 +165,7 @@ class SagaWorkflow:
                 raise
         else:
             self._state.status = SagaStatus.COMPLETED
-            await self._close(inp)
+            await self._close()
             return self._state
 
         workflow.logger.info("saga %s unwinding: %s", self._state.saga_id, failure)
@@ -175,10 +175,10 @@ class SagaWorkflow:
         await self._uncancellable(self._compensate_all(plan.options))
         if self._cancel_requested or workflow.cancellation_reason() is not None:
             self._state.status = SagaStatus.CANCELLED
-            await self._close(inp)
+            await self._close()
             raise asyncio.CancelledError("saga cancelled; every effect compensated")
         self._state.status = SagaStatus.COMPENSATED
-        await self._close(inp)
+        await self._close()
         return self._state
 
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
@@ -436,7 +436,7 @@ class SagaWorkflow:
             state.error if parked else state.compensation_error,
         )
         self._state.status = SagaStatus.NEEDS_ATTENTION
-        await self._record(self._input)
+        await self._record()
         if parked:  # a cancel that came meanwhile is the answer (unwinding ignores it)
             self._raise_if_cancel_swallowed()
         await workflow.wait_condition(lambda: step_id in self._decisions)
@@ -461,7 +461,7 @@ class SagaWorkflow:
         del self._decisions[step_id]
         return resolved
 
-    async def _close(self, inp: SagaInput) -> None:
+    async def _close(self) -> None:
         """Before the saga closes: let update handlers still running return, then record.
 
         An operator's update issued as the saga ends gets its answer rather than "workflow
@@ -469,9 +469,9 @@ class SagaWorkflow:
         With no handler running the wait adds no command, so histories replay unchanged.
         """
         await self._uncancellable(workflow.wait_condition(workflow.all_handlers_finished))
-        await self._record(inp)
+        await self._record()
 
-    async def _record(self, inp: SagaInput) -> None:
+    async def _record(self) -> None:
         """Write the saga's status to the ledger; a cancel cannot interrupt it."""
         await self._uncancellable(
             workflow.execute_local_activity(
@@ -480,8 +480,8 @@ class SagaWorkflow:
                     saga_id=self._state.saga_id,
                     status=self._state.status,
                     error=self._state.error,
-                    request=inp.request,
-                    plan=inp.plan,
+                    request=self._input.request,
+                    plan=self._input.plan,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
             )
