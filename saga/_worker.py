@@ -24,7 +24,6 @@ from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from saga._agent_settings import AgentSettings, agents_plugin
 from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
@@ -36,6 +35,7 @@ from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
 from saga._workflow import RECORD_SAGA, WORKER_CAPABILITIES, SagaWorkflow
+from saga.planner._agent_settings import AgentSettings, agents_plugin
 
 
 class LedgerActivities:

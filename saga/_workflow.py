@@ -18,7 +18,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from saga._agent import NO_VALID_PLAN, plan_with_agent
     from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
     from saga._errors import PlanRejected, PolicyBreached
     from saga._limits import saga_input_problems
@@ -41,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from saga._plan import check_plan, with_args
     from saga._policy import Policy, needs_approval, plan_hash, stricter
     from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
+    from saga.planner._agent import NO_VALID_PLAN, plan_with_agent
 
 RECORD_SAGA = "record_saga_outcome"
 WORKER_CAPABILITIES = "saga_worker_capabilities"

@@ -28,9 +28,9 @@ from temporalio.openai_agents.testing import ResponseBuilders, TestModel, TestMo
 from temporalio.worker import Worker
 
 from saga import Ledger, SagaResult, SagaWorkflow, Settings, create_worker
-from saga._agent_settings import AgentSettings, agents_plugin
 from saga._models import SagaInput
 from saga._policy import Policy
+from saga.planner._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (registers money.charge in the catalog)
 
 MODEL_ACTIVITY = "invoke_model_activity"

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from saga import SagaStatus, free_port
-from saga._agent import AGENT_LABEL, RULES
+from saga.planner._agent import AGENT_LABEL, RULES
 from tests import effects
 from tests.agent.conftest import RunWorker, model_activity_runs
 from tests.history import history_text

@@ -14,18 +14,18 @@ import activities.notify
 import activities.payments
 import activities.tickets  # noqa: F401  (the bundled example catalog)
 from saga import SagaStatus, Settings, connect
-from saga._agent import (
+from saga._policy import Policy
+from saga._worker import with_agents_plugin
+from saga.planner._agent import (
     OFFLINE_LABEL,
     PlannerOutput,
     plan_problems,
     planner_instructions,
     to_raw_plan,
 )
-from saga._agent_settings import AgentSettings, SagaModelProvider
-from saga._model_endpoint import EndpointModel
-from saga._offline_model import OfflinePlanner
-from saga._policy import Policy
-from saga._worker import with_agents_plugin
+from saga.planner._agent_settings import AgentSettings, SagaModelProvider
+from saga.planner._model_endpoint import EndpointModel
+from saga.planner._offline_model import OfflinePlanner
 from tests import effects
 from tests.agent.conftest import RunWorker, model_activity_runs
 

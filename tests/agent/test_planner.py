@@ -10,8 +10,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.openai_agents.testing import ResponseBuilders
 
 from saga import SagaStatus, SagaWorkflow
-from saga._agent import AGENT_LABEL, RULES
 from saga._policy import Policy
+from saga.planner._agent import AGENT_LABEL, RULES
 from tests import effects
 from tests.agent.conftest import (
     RunWorker,

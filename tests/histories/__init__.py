@@ -23,7 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import activities  # noqa: F401  (declares the production actions in the catalog)
 from saga import PayloadKeys, SagaWorkflow, data_converter
-from saga._agent_settings import AgentSettings, agents_plugin
+from saga.planner._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (declares effects.* and money.charge)
 
 FOLDER = Path(__file__).parent

@@ -22,17 +22,16 @@ from agents import (
     Runner,
     TResponseInputItem,
 )
-from agents.run import get_default_agent_runner
+from agents.run import AgentRunner, get_default_agent_runner
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
-from temporalio.openai_agents._openai_runner import TemporalOpenAIRunner
 
 from saga._catalog import Catalog, catalog
 from saga._errors import PlanRejected
-from saga._model_endpoint import MODEL_FAILURES
 from saga._plan import check_plan
 from saga._policy import Policy
+from saga.planner._model_endpoint import MODEL_FAILURES
 
 PLANNER_NAME = "saga planner"
 OFFLINE_RESPONSE_ID = "offline-planner"
@@ -168,7 +167,7 @@ def _label(responses: list[ModelResponse]) -> str:
 def model_call_failure(exc: ActivityError) -> str:
     """The headline of a model activity that failed for good (its retries spent).
 
-    The endpoint's own failures (see ``saga._model_endpoint``) already say what happened
+    The endpoint's own failures (see ``saga.planner._model_endpoint``) already say what happened
     and where; anything else is named as a failed model call.
     """
     cause = exc.cause
@@ -195,8 +194,10 @@ def plan_problems(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -
 
 async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) -> PlanningResult:
     """Plan ``request`` within ``policy`` with the actions of ``cat``; runs in workflow code."""
-    if not isinstance(get_default_agent_runner(), TemporalOpenAIRunner):
-        # Without the plugin the SDK would call the model from workflow code: not durable.
+    if type(get_default_agent_runner()) is AgentRunner:
+        # The plugin swaps the SDK's default runner for its own, which turns each model
+        # call into an activity; with the SDK's own runner the model would be called from
+        # workflow code: not durable.
         return PlanningResult(
             error="the planner cannot run: this worker has no OpenAI Agents plugin "
             "(build it with saga.create_worker)"

@@ -37,7 +37,7 @@ from agents import (
 from agents.items import TResponseStreamEvent
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-from saga._agent import (
+from saga.planner._agent import (
     CATALOG_CLOSE,
     CATALOG_OPEN,
     OFFLINE_LABEL,

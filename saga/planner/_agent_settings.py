@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.common import RetryPolicy
 from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
 
-from saga._model_endpoint import ModelEndpoint
-from saga._offline_model import OfflinePlanner
+from saga.planner._model_endpoint import ModelEndpoint
+from saga.planner._offline_model import OfflinePlanner
 
 ACTIVITY_MARGIN_SECONDS = 10
 """The model activity's start-to-close time-out is the HTTP time-out plus this: a call
