@@ -16,7 +16,7 @@ import stripe
 import activities  # noqa: F401  (declares payments.charge)
 from saga import PlanRejected, SagaInput, Settings, catalog, validate_plan
 from saga._cards import CardRefused, card_numbers_in, tokenize_cards
-from saga._localstripe import LocalStripe, publish_url
+from saga.dev._localstripe import LocalStripe, publish_url
 from tests.conftest import Stack, unique
 from tests.test_cli import ROOT, cli_env
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from saga._localstripe import LocalStripe
 from saga._reconcile import render
+from saga.dev._localstripe import LocalStripe
 from tests.bench.chaos_soak import ChaosConfig, pg_database, run_chaos, summary, world
 from tests.servers.redmine import RedmineServer
 

@@ -37,8 +37,8 @@ from saga import (
     wait_saga,
 )
 from saga._codec import KEY_FILE
-from saga._devstack import MailServer, prepare_inventory
-from saga._localstripe import LocalStripe
+from saga.dev._devstack import MailServer, prepare_inventory
+from saga.dev._localstripe import LocalStripe
 from saga.web import create_app
 from tests.conftest import eventually, unique
 from tests.history import raw_history_text

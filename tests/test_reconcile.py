@@ -30,8 +30,8 @@ from compensations.inventory import Reservation
 from compensations.payments import metadata_for
 from compensations.tickets import marker
 from saga import Ledger, SagaResult, SagaStatus, create_worker, free_port, start_saga, wait_saga
-from saga._localstripe import LocalStripe
 from saga._reconcile import DriftKind, DriftReport, reconcile, render
+from saga.dev._localstripe import LocalStripe
 from tests.bench.chaos_soak import GOOD_CARD, World, world
 from tests.conftest import eventually, unique
 from tests.servers.redmine import RedmineServer

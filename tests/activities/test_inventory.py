@@ -23,8 +23,8 @@ from activities.inventory import (
 )
 from compensations.inventory import ReservationStatus, release_reservation
 from saga import CompensationStatus, SagaStatus, StepStatus, idempotency_key
-from saga._devstack import prepare_inventory
 from saga._settings import Settings
+from saga.dev._devstack import prepare_inventory
 from tests.activities import Systems, systems_worker
 
 RESERVED, RELEASED = ReservationStatus.RESERVED, ReservationStatus.RELEASED

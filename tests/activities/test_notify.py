@@ -19,7 +19,7 @@ from saga import (
     free_port,
     idempotency_key,
 )
-from saga._devstack import MailServer
+from saga.dev._devstack import MailServer
 from tests.activities import Systems, systems_worker
 from tests.conftest import eventually
 from tests.servers.smtp import REFUSED_DOMAIN, ControlledMailServer

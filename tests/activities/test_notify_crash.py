@@ -39,7 +39,7 @@ from saga import (
     start_saga,
     wait_saga,
 )
-from saga._localstripe import LocalStripe
+from saga.dev._localstripe import LocalStripe
 from tests.conftest import Stack, eventually, unique
 from tests.servers.smtp import ControlledMailServer
 from tests.test_cli import saga

@@ -35,9 +35,9 @@ from saga import (
     wait_saga,
 )
 from saga._client import update_saga
-from saga._localstripe import LocalStripe
 from saga._models import ApprovalDecision, StepEdit
 from saga._policy import ApprovalMode
+from saga.dev._localstripe import LocalStripe
 from tests import effects
 from tests.conftest import eventually
 from tests.history import history_text

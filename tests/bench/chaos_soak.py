@@ -631,7 +631,7 @@ async def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from saga import DevServer
-    from saga._localstripe import LocalStripe
+    from saga.dev._localstripe import LocalStripe
     from tests.servers.redmine import RedmineProcess
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -55,9 +55,9 @@ from saga import (
     temporal_binary,
     wait_saga,
 )
-from saga._devstack import dev_stack
 from saga._models import ApprovalDecision, ApprovalState
 from saga._policy import ApprovalMode, Policy
+from saga.dev._devstack import dev_stack
 from tests.agent import money
 from tests.agent.conftest import ScriptedModel, client_with, plan_response, plugin_for
 from tests.histories import FOLDER, HISTORY_KEYS, replayer

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from saga import free_port
-from saga._devstack import MailServer, _Handler
+from saga.dev._devstack import MailServer, _Handler
 
 REFUSED_DOMAIN = "refused.invalid"
 """Recipients at this domain get a permanent 550 rejection."""

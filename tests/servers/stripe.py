@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from saga import free_port
-from saga._localstripe import LocalStripe
+from saga.dev._localstripe import LocalStripe
 
 
 @pytest.fixture(scope="session")

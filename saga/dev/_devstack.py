@@ -142,8 +142,8 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
     Yields the settings pointed at them. Redmine is not started here (it is a Rails
     application): set SAGA_REDMINE_URL and SAGA_REDMINE_API_KEY to use tickets.
     """
-    from saga._devserver import free_port
-    from saga._localstripe import LocalStripe, publish_url, unpublish_url
+    from saga.dev._devserver import free_port
+    from saga.dev._localstripe import LocalStripe, publish_url, unpublish_url
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stripe = None

@@ -10,9 +10,9 @@ from rich.console import Console
 from temporalio.client import Client
 
 from saga._client import saga_state, start_saga, wait_saga
-from saga._examples import read_example
 from saga._models import SagaResult, SagaStatus, StepStatus
 from saga._settings import Settings
+from saga.dev._examples import read_example
 
 REQUEST = "order 2 blue mugs for ana@example.com and charge her card"
 
@@ -39,8 +39,8 @@ def _summary(result: SagaResult) -> str:
 
 
 async def run_demo(client: Client, settings: Settings, console: Console) -> int:
-    from saga._cli import masked, render
-    from saga.web._redact import mask_text
+    from saga._redact import mask_text
+    from saga.cli._render import masked, render
 
     queue = settings.task_queue
     run = uuid.uuid4().hex[:6]

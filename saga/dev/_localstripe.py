@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from saga._devserver import _venv_binary, stop_process
 from saga._errors import SagaError
+from saga.dev._devserver import _venv_binary, stop_process
 
 
 class _NotYet(Exception):
