@@ -22,8 +22,8 @@ from typing import Any
 
 from saga._errors import SagaError
 from saga._models import SagaInput
+from saga._redact import card_numbers, mask_card
 from saga._settings import Settings
-from saga.web._redact import card_numbers, mask_card
 
 CARD_ARG = "card_number"
 PAYMENT_METHOD_ARG = "payment_method"
@@ -139,7 +139,7 @@ def _with_stripe_base(settings: Settings) -> Settings:
         "sk_test_local"
     ):
         return settings
-    from saga._localstripe import published_url
+    from saga.dev._localstripe import published_url
 
     url = published_url(settings.data_dir)
     if url is None:

@@ -1,7 +1,8 @@
 """`saga web`: a live page per saga, and the JSON API behind its buttons.
 
-Names load on first use, so the command line can mask its output with
-``saga.web._redact`` without importing the web app and the agents SDK.
+Names load on first use: importing ``saga.web`` imports neither the web app nor the
+agents SDK. The masking it re-exports lives in the core (``saga._redact``), which the
+command line uses without this package.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from saga.web._redact import mask_card, mask_text, redact
+    from saga._redact import mask_card, mask_text, redact
     from saga.web._service import CancelOutcome, SagaService, SagaSummary, SagaView
     from saga.web.app import create_app, operator_token, serve
 
@@ -20,10 +21,10 @@ _EXPORTS = {
     "SagaSummary": "saga.web._service",
     "SagaView": "saga.web._service",
     "create_app": "saga.web.app",
-    "mask_card": "saga.web._redact",
-    "mask_text": "saga.web._redact",
+    "mask_card": "saga._redact",
+    "mask_text": "saga._redact",
     "operator_token": "saga.web.app",
-    "redact": "saga.web._redact",
+    "redact": "saga._redact",
     "serve": "saga.web.app",
 }
 

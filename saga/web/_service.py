@@ -27,18 +27,16 @@ from saga._errors import SagaError
 from saga._models import (
     ApprovalDecision,
     ApprovalState,
-    CompensationStatus,
     OperatorAction,
     SagaResult,
     SagaStatus,
-    StepStatus,
 )
+from saga._outcome import ALREADY_COMPLETED, outcome, plural
+from saga._redact import redact
 from saga._workflow import SagaWorkflow
-from saga.web._redact import redact
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 _UNWINDING = frozenset({SagaStatus.COMPENSATING, SagaStatus.NEEDS_ATTENTION})
-ALREADY_COMPLETED = "already completed: nothing was cancelled"
 
 
 class SagaNotFound(SagaError):
@@ -89,46 +87,8 @@ class CancelOutcome(BaseModel):
     saga: SagaView
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _execution(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status is not None else "unknown"
-
-
-def outcome(state: SagaResult, execution: str, cancel_requested: bool) -> str | None:
-    """One line for the page: how the saga ended, or what it is waiting for."""
-    resolved = [s for s in state.steps if s.compensation == CompensationStatus.RESOLVED]
-    extra = f", {_plural(len(resolved), 'step')} resolved by hand" if resolved else ""
-    compensated = _plural(len(state.compensated_steps), "step")
-    if execution == "running":
-        if state.status == SagaStatus.NEEDS_ATTENTION and state.uncertain_steps:
-            parked = ", ".join(s.id for s in state.uncertain_steps)
-            return (
-                f"needs attention: {parked} may already have taken effect and was not "
-                "repeated; confirm it happened, do it again, or cancel the saga"
-            )
-        if state.status == SagaStatus.NEEDS_ATTENTION:
-            stuck = ", ".join(s.id for s in state.stuck_steps)
-            return f"needs attention: the compensation of {stuck} failed; retry or mark resolved"
-        if state.status == SagaStatus.AWAITING_APPROVAL:
-            return "waiting for approval"
-        if state.status == SagaStatus.COMPENSATING:
-            return f"compensating in reverse order ({state.error or 'failed'})"
-        return None
-    if state.status == SagaStatus.CANCELLED:
-        return f"cancelled: {compensated} compensated{extra}"
-    if state.status == SagaStatus.COMPLETED:
-        if cancel_requested:
-            return ALREADY_COMPLETED
-        done = sum(1 for s in state.steps if s.status == StepStatus.SUCCEEDED)
-        return f"completed: {_plural(done, 'step')} done"
-    if state.status == SagaStatus.COMPENSATED:
-        return f"failed and undone: {compensated} compensated{extra} ({state.error})"
-    if state.status == SagaStatus.REJECTED:
-        return f"rejected: {state.error or 'plan rejected'}"
-    return f"closed as {execution} while {state.status.value}"
 
 
 def _already(view: SagaView) -> str:
@@ -138,7 +98,7 @@ def _already(view: SagaView) -> str:
         return ALREADY_COMPLETED
     if status == SagaStatus.CANCELLED:
         n = len(view.state.compensated_steps)
-        return f"already cancelled: {_plural(n, 'step')} compensated"
+        return f"already cancelled: {plural(n, 'step')} compensated"
     return f"already closed ({status.value}): nothing was cancelled"
 
 
