@@ -1,3 +1,3 @@
-from saga._cli import run
+from saga.cli._main import run
 
 run()

@@ -26,8 +26,8 @@ from starlette.testclient import TestClient
 from temporalio.client import Client
 
 from saga import PayloadKeys, Settings
-from saga._agent_settings import AgentSettings
-from saga._cli import parser
+from saga.cli._main import parser
+from saga.planner._agent_settings import AgentSettings
 from saga.web.app import TOKEN_ENV, create_app
 
 ROOT = Path(__file__).parent.parent

@@ -69,7 +69,7 @@ def test_wheel_holds_what_the_demo_needs(wheel: Path) -> None:
     systems = ("inventory", "payments", "tickets")
     assert {f"activities/{s}.py" for s in (*systems, "notify")} <= names
     assert {f"compensations/{s}.py" for s in systems} <= names
-    assert scripts["console_scripts"]["saga"] == "saga._cli:run"
+    assert scripts["console_scripts"]["saga"] == "saga.cli._main:run"
     # Nothing in the packages is left behind, and nothing outside them comes along.
     for package in PACKAGES:
         assert _source_files(package) - names == set(), package
@@ -107,7 +107,7 @@ def test_installed_copy_runs_from_any_directory(wheel: Path, tmp_path: Path) -> 
         "-c",
         "import json, activities, compensations, saga\n"
         "from saga._catalog import catalog\n"
-        "from saga._examples import example_names, find_example, read_example\n"
+        "from saga.dev._examples import example_names, find_example, read_example\n"
         "from saga._plan import validate_plan\n"
         "print(json.dumps({\n"
         "  'modules': [m.__file__ for m in (saga, activities, compensations)],\n"

@@ -1,4 +1,4 @@
-"""`saga._live.watch`: the CLI's live table, against the real dev server and worker."""
+"""`saga.cli._live.watch`: the CLI's live table, against the real dev server and worker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from saga import SagaStatus, SagaWorkflow
-from saga._live import render, watch
+from saga.cli._live import render, watch
 from tests.conftest import Stack, eventually
 from tests.web import CARD, apply, start, wait
 
@@ -114,7 +114,7 @@ def test_email_addresses_are_masked_ids_and_hashes_are_not() -> None:
 def test_log_records_are_masked_message_and_traceback() -> None:
     import logging
 
-    from saga.web._redact import MaskingFilter
+    from saga._redact import MaskingFilter
 
     out = io.StringIO()
     handler = logging.StreamHandler(out)

@@ -14,9 +14,8 @@ from temporalio.service import RPCError
 from saga._client import saga_state, wait_saga
 from saga._errors import SagaError
 from saga._models import SagaResult
-from saga._workflow import SagaWorkflow
-from saga.web._redact import redact
-from saga.web._service import outcome
+from saga._outcome import outcome
+from saga._redact import redact
 
 _STYLE = {
     "pending": "dim",
@@ -81,7 +80,7 @@ async def watch(
     client: Client, saga_id: str, console: Console, *, interval: float = 0.5
 ) -> SagaResult:
     """Show a live table of the saga until it closes; return its final state."""
-    handle = client.get_workflow_handle_for(SagaWorkflow.run, saga_id)
+    handle = client.get_workflow_handle(saga_id)
     with Live(console=console, refresh_per_second=8, auto_refresh=False) as live:
         while True:
             try:

@@ -1,0 +1,94 @@
+"""What the CLI prints: a saga as a table (masked as on the web), the lines an
+operator needs for a parked step, and the exit code of an outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from saga._models import (
+    SagaResult,
+    SagaStatus,
+    StepState,
+)
+from saga._redact import redact
+
+if TYPE_CHECKING:
+    pass
+
+
+# What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
+# never read as Rich markup or emoji codes.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def render(result: SagaResult) -> Table:
+    table = Table(title=f"saga {result.saga_id}: {result.status.value}", title_justify="left")
+    for col in ("step", "action", "status", "external id", "compensation"):
+        table.add_column(col, overflow="fold")
+    for s in result.steps:
+        comp = s.compensation.value
+        if s.compensation_error and comp == "failed":
+            comp += f" ({s.compensation_error})"
+        table.add_row(s.id, s.action, s.status.value, s.external_id or "-", comp)
+    return table
+
+
+def masked(result: SagaResult) -> SagaResult:
+    """What the terminal shows: card numbers and email addresses masked, as on the web."""
+    return SagaResult.model_validate(redact(result.model_dump(mode="json")))
+
+
+def show(result: SagaResult, as_json: bool) -> None:
+    result = masked(result)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    out.print(render(result))
+    if result.plan is not None and not result.steps and result.plan_hash:
+        out.print(f"plan {result.plan_hash} ({result.planner or 'hand-written'}):")
+        for st in result.plan.steps:
+            out.print(f"  {st.id}: {st.action} {json.dumps(st.args)}")
+    if result.status is SagaStatus.AWAITING_APPROVAL:
+        out.print(f"waiting for approval: saga approve {result.saga_id}")
+    if result.error:
+        out.print(f"error: {result.error}")
+    for problem in result.problems:
+        out.print(f"  - {problem}")
+    for stuck in result.stuck_steps:
+        out.print(
+            f"needs attention: step {stuck.id} ({stuck.external_id}): "
+            f"saga retry {result.saga_id} {stuck.id} | saga resolve {result.saga_id} {stuck.id}"
+        )
+    if result.status is SagaStatus.NEEDS_ATTENTION:
+        for parked in result.uncertain_steps:
+            for line in parked_lines(result.saga_id, parked):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def parked_lines(saga_id: str, step: StepState) -> list[str]:
+    """What an operator needs for a step parked as uncertain: the evidence, the choices."""
+    ev = dict(step.evidence or {})
+    lines = [
+        f"needs attention: step {step.id} ({step.action}) may already have taken effect; "
+        "it was not repeated",
+        f"  attempt {ev.pop('attempt', '?')} began delivering at {ev.pop('started_at', '?')} "
+        f"on worker {ev.pop('worker', '?')}; {ev.pop('ended', '?')}",
+    ]
+    lines += [f"  {key}: {value}" for key, value in ev.items()]
+    return [
+        *lines,
+        f'  it did take effect:    saga resolve {saga_id} {step.id} --note "how you know"'
+        "  (counts as done; the saga goes on)",
+        f"  do it again:           saga retry {saga_id} {step.id}  (it may then happen twice)",
+        f"  undo the steps before: saga cancel {saga_id}",
+    ]
+
+
+def exit_code(result: SagaResult) -> int:
+    return 0 if result.status is SagaStatus.COMPLETED else 1
