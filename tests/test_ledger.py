@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 import saga
 from saga import Ledger, PayloadKeyError, PayloadKeys, StepAlreadyCompensated, make_engine
-from saga._ledger import Base
+from saga._ledger_schema import Base
 from tests.pgdb import pg_database
 
 

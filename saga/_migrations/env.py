@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from saga._ledger import Base
+from saga._ledger_schema import Base
 
 config = context.config
 target_metadata = Base.metadata
