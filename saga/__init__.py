@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     )
     from saga._client import saga_state, start_saga, wait_saga
     from saga._codec import PayloadKeyError, PayloadKeys, data_converter, payload_keys
-    from saga._devserver import DevServer, free_port, temporal_binary, test_server_binary
     from saga._errors import (
         CatalogError,
         InputRejected,
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
+    from saga.dev._devserver import DevServer, free_port, temporal_binary, test_server_binary
 
 _EXPORTS = {
     "ActionKind": "saga._catalog",
@@ -63,7 +63,7 @@ _EXPORTS = {
     "CatalogError": "saga._errors",
     "CompensationStatus": "saga._models",
     "Delivery": "saga._catalog",
-    "DevServer": "saga._devserver",
+    "DevServer": "saga.dev._devserver",
     "Faults": "saga._step",
     "InputRejected": "saga._errors",
     "Ledger": "saga._ledger",
@@ -92,7 +92,7 @@ _EXPORTS = {
     "create_worker": "saga._worker",
     "current_step": "saga._step",
     "data_converter": "saga._codec",
-    "free_port": "saga._devserver",
+    "free_port": "saga.dev._devserver",
     "idempotency_key": "saga._step",
     "load_activities": "saga._worker",
     "make_engine": "saga._ledger",
@@ -102,8 +102,8 @@ _EXPORTS = {
     "read_only": "saga._catalog",
     "saga_state": "saga._client",
     "start_saga": "saga._client",
-    "temporal_binary": "saga._devserver",
-    "test_server_binary": "saga._devserver",
+    "temporal_binary": "saga.dev._devserver",
+    "test_server_binary": "saga.dev._devserver",
     "validate_plan": "saga._plan",
     "wait_saga": "saga._client",
 }

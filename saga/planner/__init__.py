@@ -1,6 +1,6 @@
 """The planner: an OpenAI Agents SDK agent that turns a request into a plan.
 
-The only part of saga that imports the Agents SDK (``agents``, ``temporalio.openai_agents``):
-the agent (``_agent``), its settings and plugin (``_agent_settings``), the HTTP model
-endpoint (``_model_endpoint``) and the offline stand-in model (``_offline_model``).
+The agent (``_agent``), its settings and Temporal plugin (``_agent_settings``), the HTTP
+model endpoint (``_model_endpoint``) and the offline stand-in model (``_offline_model``).
+Besides the worker, which installs the plugin, nothing else in saga imports the SDK.
 """
