@@ -10,17 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Engine,
-    Integer,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-)
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Table, Text, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from saga._codec import PayloadKeys, is_sealed, seal, unseal

@@ -5,18 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    String,
-    Table,
-    and_,
-    bindparam,
-    case,
-    func,
-    null,
-    select,
-    update,
-)
+from sqlalchemy import JSON, String, Table, and_, bindparam, case, func, null, select, update
 
 from saga._ledger_schema import SAGAS, STEPS, StepRow
 

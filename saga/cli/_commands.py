@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -16,28 +16,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
 from saga._limits import check_saga_input
-from saga._models import (
-    ApprovalDecision,
-    OperatorAction,
-    SagaInput,
-    SagaResult,
-)
+from saga._models import ApprovalDecision, OperatorAction, SagaInput, SagaResult
 from saga._plan import check_plan
-from saga._problems import (
-    read_json_file,
-    system_problem,
-)
+from saga._problems import read_json_file, system_problem
 from saga._settings import Settings
-
-if TYPE_CHECKING:
-    pass
-from saga.cli._loading import (
-    UsageError,
-    load_catalog,
-    load_policy,
-    open_ledger,
-    plan_source,
-)
+from saga.cli._loading import UsageError, load_catalog, load_policy, open_ledger, plan_source
 from saga.cli._render import exit_code, out, show
 
 

@@ -12,10 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from saga._errors import Refused
 from saga._policy import Policy
-from saga._problems import (
-    database_errors,
-    read_policy_file,
-)
+from saga._problems import database_errors, read_policy_file
 from saga._settings import Settings, load_settings
 from saga.dev._examples import example_names, find_example
 

@@ -8,20 +8,14 @@ import asyncio
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from saga._errors import PlanRejected, Refused, SagaError
-from saga._problems import (
-    model_problems,
-)
+from saga._problems import model_problems
 from saga._settings import Settings, load_settings
-from saga.dev._examples import example_names
-
-if TYPE_CHECKING:
-    pass
 from saga.cli._commands import (
     cmd_approve,
     cmd_cancel,
@@ -35,11 +29,10 @@ from saga.cli._commands import (
     cmd_status,
     cmd_watch,
 )
-from saga.cli._loading import (
-    UsageError,
-)
+from saga.cli._loading import UsageError
 from saga.cli._render import err
 from saga.cli._serve import cmd_demo, cmd_dev, cmd_web, cmd_worker
+from saga.dev._examples import example_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +56,6 @@ def _positive(text: str) -> int:
     return value
 
 
-# -- entry point ----------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="saga", description="Durable plans of real-world actions: fully done or fully undone."

@@ -5,21 +5,12 @@ operator needs for a parked step, and the exit code of an outcome.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from saga._models import (
-    SagaResult,
-    SagaStatus,
-    StepState,
-)
+from saga._models import SagaResult, SagaStatus, StepState
 from saga._redact import redact
-
-if TYPE_CHECKING:
-    pass
-
 
 # What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
 # never read as Rich markup or emoji codes.

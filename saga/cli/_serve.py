@@ -11,19 +11,13 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 
 from saga._client import connect_client
 from saga._codec import payload_keys
-from saga._problems import (
-    check_database,
-)
+from saga._problems import check_database
 from saga._settings import Settings
-
-if TYPE_CHECKING:
-    pass
 from saga.cli._loading import (
     UsageError,
     agent_settings,
