@@ -96,7 +96,7 @@ async def tokenize_cards(inp: SagaInput, settings: Settings | None = None) -> Sa
     if not numbers:
         return inp
     settings = settings or Settings()
-    from compensations.payments import card_payment_method, is_test_key, stripe_client
+    from activities.payments import card_payment_method, is_test_key, stripe_client
 
     shown = ", ".join(sorted(mask_card(n) for n in numbers))
     if not is_test_key(settings.stripe_api_key):

@@ -1,9 +1,15 @@
 """The catalog: every action a plan may name, declared once next to its activity.
 
 ```python
-@compensated_by(refund_payment)
+# activities/payments.py
+@compensable
 @activity.defn
 async def charge_payment(self, inp: ChargeInput) -> ChargeResult: ...
+
+# compensations/payments.py
+@compensates(PaymentActivities.charge_payment)
+@activity.defn
+async def refund_payment(self, inp: ChargeInput, result: ChargeResult | None) -> ...: ...
 ```
 
 The decorator reads the action's input and output models from the type hints, names
@@ -14,6 +20,7 @@ registers it in :data:`catalog`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import typing
@@ -27,6 +34,7 @@ from temporalio.common import RetryPolicy
 
 from saga._errors import CatalogError
 from saga._money import money_fields
+from saga._systems import ReaderFactory, Seed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +99,13 @@ class Delivery(enum.StrEnum):
     :meth:`saga.StepContext.delivering`)."""
 
 
+class StepResult(BaseModel):
+    """What a forward action returns: at least the id of the effect in its system (a
+    PaymentIntent, a reservation, an issue), which the ledger records for the step."""
+
+    external_id: str | None = Field(None, description="The effect's id in its system.")
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What the engine knows about one action."""
@@ -144,6 +159,24 @@ class Catalog:
 
     _by_name: dict[str, ActionSpec] = field(default_factory=dict)
     _by_activity: dict[str, ActionSpec] = field(default_factory=dict)
+    _readers: dict[str, ReaderFactory] = field(default_factory=dict)
+    _seeds: dict[str, Seed] = field(default_factory=dict)
+
+    def add_reader(self, action: str, reader: ReaderFactory) -> None:
+        """Register how reconciliation reads the effects of ``action`` (its system's
+        :class:`~saga.Reconciler`, made from settings)."""
+        self._readers[action] = reader
+
+    def readers(self) -> dict[str, ReaderFactory]:
+        """Reconciliation readers by action name."""
+        return dict(self._readers)
+
+    def add_seed(self, system: str, seed: Seed) -> None:
+        """Register what `saga dev` and the demo prepare in ``system``."""
+        self._seeds[system] = seed
+
+    def seeds(self) -> dict[str, Seed]:
+        return dict(self._seeds)
 
     def register(self, spec: ActionSpec) -> None:
         try:
@@ -182,6 +215,28 @@ class Catalog:
             if spec.builtin or spec.name in keep:
                 out.register(spec)
         return out
+
+    def check_compensations(self, activity_names: Iterable[str] | None = None) -> None:
+        """Refuse a compensable action whose compensation was never declared (its
+        system's ``compensations`` module was not imported): among the actions carried
+        by ``activity_names``, or all of them."""
+        names = None if activity_names is None else set(activity_names)
+        missing = [
+            spec
+            for spec in self
+            if spec.kind is ActionKind.COMPENSABLE
+            and spec.compensation is None
+            and (names is None or spec.activity_name in names)
+        ]
+        if missing:
+            raise CatalogError(
+                "; ".join(
+                    f"action {spec.name!r} ({spec.activity_name}) is compensable but has no "
+                    "compensation: its system's compensations module was not imported "
+                    f"(e.g. compensations.{spec.name.split('.')[0]})"
+                    for spec in missing
+                )
+            )
 
     def json_schema(self) -> dict[str, Any]:
         """The catalog as JSON schema, one entry per action (the agent reads this)."""
@@ -226,22 +281,51 @@ def _derive_name(fn: Callable[..., Any]) -> str:
     return f"{system}.{verb}"
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs and how its compensation runs: one set of options for every
+    decorator (``@compensable``, ``@pivot``, ``@read_only``, ``@compensated_by``)."""
+
+    delivery: Delivery = Delivery.EXACTLY_ONCE
+    start_to_close_timeout: timedelta = timedelta(seconds=60)
+    heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT
+    """For the step and its compensation; ``None`` turns heartbeats off."""
+    retry_policy: RetryPolicy = field(default_factory=lambda: DEFAULT_RETRY)
+    compensation_timeout: timedelta = timedelta(seconds=60)
+    compensation_retry_policy: RetryPolicy = field(
+        default_factory=lambda: DEFAULT_COMPENSATION_RETRY
+    )
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The options as :class:`ActionSpec` fields."""
+        return {
+            "delivery": Delivery(self.delivery),
+            "start_to_close_timeout": self.start_to_close_timeout,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "retry_policy": self.retry_policy,
+            "compensation_timeout": self.compensation_timeout,
+            "compensation_retry_policy": self.compensation_retry_policy,
+        }
+
+
+def _check_compensation(compensation: Callable[..., Any]) -> str:
+    name = activity_name(compensation)
+    params = [p for p in inspect.signature(compensation).parameters if p != "self"]
+    if len(params) != 2:
+        raise CatalogError(
+            f"{compensation.__qualname__}: a compensation takes (input, result | None)"
+        )
+    return name
+
+
 def _declare(
     fn: Callable[..., Any],
     kind: ActionKind,
     compensation: Callable[..., Any] | None,
     action: str | None,
-    options: dict[str, Any],
+    options: StepOptions,
 ) -> None:
     inp, out = _models(fn)
-    comp_name = None
-    if compensation is not None:
-        comp_name = activity_name(compensation)
-        comp_params = [p for p in inspect.signature(compensation).parameters if p != "self"]
-        if len(comp_params) != 2:
-            raise CatalogError(
-                f"{compensation.__qualname__}: a compensation takes (input, result | None)"
-            )
     catalog.register(
         ActionSpec(
             name=action or _derive_name(fn),
@@ -250,55 +334,108 @@ def _declare(
             description=inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0],
             input_model=inp,
             output_model=out,
-            compensation=comp_name,
-            **options,
+            compensation=None if compensation is None else _check_compensation(compensation),
+            **options.spec_fields(),
         )
     )
+
+
+@overload
+def compensable(fn: F, /) -> F: ...
+
+
+@overload
+def compensable(
+    fn: None = None, /, *, action: str | None = None, options: StepOptions | None = None
+) -> Callable[[F], F]: ...
+
+
+def compensable(
+    fn: F | None = None, /, *, action: str | None = None, options: StepOptions | None = None
+) -> F | Callable[[F], F]:
+    """Declare a forward action that can be undone; its undo declares itself with
+    :func:`compensates` in the system's ``compensations`` module, which the forward
+    module does not import. Until then the action has no compensation, and a worker
+    that would run it is refused (:meth:`Catalog.check_compensations`).
+
+    Bare (``@compensable``) or with options: ``@compensable(options=StepOptions(...))``;
+    the compensation's own time-out and retries may be given here or by ``@compensates``.
+    """
+
+    def decorate(fn: F) -> F:
+        _declare(fn, ActionKind.COMPENSABLE, None, action, options or StepOptions())
+        return fn
+
+    return decorate if fn is None else decorate(fn)
+
+
+def compensates(
+    forward: Callable[..., Any],
+    *,
+    timeout: timedelta | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Callable[[F], F]:
+    """Declare the activity that undoes ``forward`` (an ``@compensable`` activity), from
+    the compensation's side:
+
+    ```python
+    @compensates(PaymentActivities.charge_payment, timeout=timedelta(minutes=2))
+    @activity.defn
+    async def refund_payment(self, inp: ChargeInput, result: ChargeResult | None): ...
+    ```
+
+    It is called as ``compensation(input, result)``, ``result`` being the forward step's
+    recorded result or ``None`` when none was recorded (the step failed, timed out or was
+    cancelled, and may or may not have taken effect): it must then find the effect by
+    the step's idempotency key, or do nothing. ``timeout`` and ``retry_policy`` are the
+    compensation's own (default: what ``@compensable`` said).
+    """
+
+    def decorate(fn: F) -> F:
+        forward_name = activity_name(forward)
+        spec = catalog.by_activity(forward_name)
+        if spec is None or spec.kind is not ActionKind.COMPENSABLE:
+            raise CatalogError(
+                f"{getattr(fn, '__qualname__', fn)!r} compensates {forward_name!r}, "
+                "which is not declared @compensable"
+            )
+        changes: dict[str, Any] = {"compensation": _check_compensation(fn)}
+        if timeout is not None:
+            changes["compensation_timeout"] = timeout
+        if retry_policy is not None:
+            changes["compensation_retry_policy"] = retry_policy
+        catalog.register(dataclasses.replace(spec, **changes))
+        return fn
+
+    return decorate
 
 
 def compensated_by(
     compensation: Callable[..., Any],
     *,
     action: str | None = None,
-    delivery: Delivery = Delivery.EXACTLY_ONCE,
-    start_to_close_timeout: timedelta = timedelta(seconds=60),
-    heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-    retry_policy: RetryPolicy = DEFAULT_RETRY,
-    compensation_timeout: timedelta = timedelta(seconds=60),
-    compensation_retry_policy: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+    options: StepOptions | None = None,
+    **option_fields: Any,
 ) -> Callable[[F], F]:
-    """Declare a forward activity and the activity that undoes it.
+    """Declare a forward activity and the activity that undoes it, from the forward side
+    (when both live together, as in tests; a system declares its undo with
+    :func:`compensates` instead, so its forward module does not import its undo).
 
-    The compensation is called as ``compensation(input, result)`` where ``result`` is
-    the forward step's recorded result, or ``None`` when none was recorded (the step
-    failed, timed out or was cancelled, and may or may not have taken effect): it must
-    then find the effect by the step's idempotency key, or do nothing.
-
-    ``delivery`` says what a retry after a lost outcome does (see :class:`Delivery`).
+    The options are a :class:`StepOptions` or its fields as keywords
+    (``retry_policy=...``); the compensation is called as for :func:`compensates`.
     """
+    opts = dataclasses.replace(options or StepOptions(), **option_fields)
 
     def decorate(fn: F) -> F:
-        _declare(
-            fn,
-            ActionKind.COMPENSABLE,
-            compensation,
-            action,
-            {
-                "delivery": Delivery(delivery),
-                "start_to_close_timeout": start_to_close_timeout,
-                "heartbeat_timeout": heartbeat_timeout,
-                "retry_policy": retry_policy,
-                "compensation_timeout": compensation_timeout,
-                "compensation_retry_policy": compensation_retry_policy,
-            },
-        )
+        _declare(fn, ActionKind.COMPENSABLE, compensation, action, opts)
         return fn
 
     return decorate
 
 
 class _Uncompensated:
-    """``@pivot`` / ``@read_only``, bare or with options: ``@pivot(delivery=...)``."""
+    """``@pivot`` / ``@read_only``, bare or with options: ``@pivot(delivery=...)`` or
+    ``@pivot(options=StepOptions(...))``."""
 
     def __init__(self, kind: ActionKind) -> None:
         self._kind = kind
@@ -313,10 +450,11 @@ class _Uncompensated:
         /,
         *,
         action: str | None = None,
-        delivery: Delivery = Delivery.EXACTLY_ONCE,
-        start_to_close_timeout: timedelta = timedelta(seconds=60),
-        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        retry_policy: RetryPolicy = DEFAULT_RETRY,
+        options: StepOptions | None = None,
+        delivery: Delivery = ...,
+        start_to_close_timeout: timedelta = ...,
+        heartbeat_timeout: timedelta | None = ...,
+        retry_policy: RetryPolicy = ...,
     ) -> Callable[[F], F]: ...
 
     def __call__(
@@ -325,24 +463,13 @@ class _Uncompensated:
         /,
         *,
         action: str | None = None,
-        delivery: Delivery = Delivery.EXACTLY_ONCE,
-        start_to_close_timeout: timedelta = timedelta(seconds=60),
-        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        retry_policy: RetryPolicy = DEFAULT_RETRY,
+        options: StepOptions | None = None,
+        **option_fields: Any,
     ) -> F | Callable[[F], F]:
+        opts = dataclasses.replace(options or StepOptions(), **option_fields)
+
         def decorate(fn: F) -> F:
-            _declare(
-                fn,
-                self._kind,
-                None,
-                action,
-                {
-                    "delivery": Delivery(delivery),
-                    "start_to_close_timeout": start_to_close_timeout,
-                    "heartbeat_timeout": heartbeat_timeout,
-                    "retry_policy": retry_policy,
-                },
-            )
+            _declare(fn, self._kind, None, action, opts)
             return fn
 
         return decorate if fn is None else decorate(fn)

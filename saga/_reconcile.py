@@ -153,7 +153,7 @@ def _where(url: str) -> str:
 
 
 async def _payments(settings: Settings, prefix: str) -> Holdings:
-    from compensations.payments import key_of, stripe_client
+    from activities.payments import key_of, stripe_client
 
     where = settings.stripe_api_base or "api.stripe.com"
     client = stripe_client(settings)
@@ -181,7 +181,7 @@ async def _inventory(settings: Settings, prefix: str) -> Holdings:
 
 
 def _read_inventory(settings: Settings, prefix: str) -> Holdings:
-    from compensations.inventory import Reservation, ReservationStatus
+    from activities.inventory import Reservation, ReservationStatus
 
     url = settings.inventory_db_url()
     held = Holdings(SystemCheck(system=INVENTORY, where=_where(url), checked=True))
@@ -242,7 +242,7 @@ class _Redmine:
 
 
 def _markers(issue: dict[str, Any]) -> list[str]:
-    from compensations.tickets import MARKER_PREFIX
+    from activities.tickets import MARKER_PREFIX
 
     lines = str(issue.get("description") or "").splitlines()
     return [
@@ -255,7 +255,7 @@ def _markers(issue: dict[str, Any]) -> list[str]:
 async def _tickets(
     settings: Settings, prefix: str
 ) -> tuple[Holdings, _Redmine | None, httpx.AsyncClient | None]:
-    from compensations.tickets import HTTP_TIMEOUT, MARKER_PREFIX
+    from activities.tickets import HTTP_TIMEOUT, MARKER_PREFIX
 
     if not (settings.redmine_url and settings.redmine_api_key):
         check = SystemCheck(system=TICKETS, where="-", checked=False, note="Redmine not configured")
@@ -309,7 +309,7 @@ async def _lookup(system: str, external_id: str, ctx: Any) -> Effect | None:
     if system == PAYMENTS:
         import stripe
 
-        from compensations.payments import key_of
+        from activities.payments import key_of
 
         client: stripe.StripeClient = ctx
         try:
@@ -443,7 +443,7 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
         if system is not None:
             by_system[system].append(step)
 
-    from compensations.payments import stripe_client
+    from activities.payments import stripe_client
 
     payments = await _payments(settings, saga_prefix)
     inventory = await _inventory(settings, saga_prefix)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from activities import build_activities
 from activities.inventory import InventoryActivities
 from activities.payments import PaymentActivities
 from activities.tickets import TicketActivities
 from saga import Settings
-from saga._worker import close_activities
+from saga._worker import close_activities, load_activities
 
 
 async def test_close_activities_closes_every_client_once(tmp_path: Path) -> None:
@@ -22,7 +21,7 @@ async def test_close_activities_closes_every_client_once(tmp_path: Path) -> None
         redmine_url="http://127.0.0.1:9",
         redmine_api_key="not-used",
     )
-    acts = build_activities(settings)
+    acts = load_activities(settings)  # forward activities and compensations
     owners = {type(fn.__self__): fn.__self__ for fn in acts if hasattr(fn, "__self__")}
     payments = owners[PaymentActivities]
     tickets = owners[TicketActivities]
