@@ -18,16 +18,38 @@ import enum
 import hashlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CheckConstraint, DateTime, Engine, Integer, String, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    create_engine,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from saga import Settings, StepResult, compensable, current_step
+from saga import (
+    Effect,
+    Seed,
+    Settings,
+    StepResult,
+    SystemUnavailable,
+    catalog,
+    compensable,
+    current_step,
+)
 from saga import make_engine as sql_engine
 
 __all__ = [
@@ -305,3 +327,71 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
     engine = make_engine(settings.inventory_db_url())
     create_schema(engine)
     return [InventoryActivities(engine).reserve_inventory]
+
+
+# -- what reconciliation reads, and dev seeding -----------------------------------------
+class InventoryReader:
+    """The reservations of the inventory database, for `saga reconcile` (read-only)."""
+
+    system = "inventory"
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.inventory_db_url()
+        try:
+            self.where = make_url(self._url).render_as_string(hide_password=True)
+        except Exception:
+            self.where = "(unparsable URL)"
+
+    async def effects(self, saga_prefix: str) -> list[Effect]:
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> list[Effect]:
+        if self._url.startswith("sqlite") and not Path(self._url.split("///", 1)[-1]).exists():
+            raise SystemUnavailable("no inventory database")
+        engine = create_engine(self._url)
+        try:
+            rows: list[Any] = []
+            if inspect(engine).has_table(Reservation.__tablename__):
+                with engine.connect() as conn:
+                    rows = list(conn.execute(select(cast(Table, Reservation.__table__))).all())
+        finally:
+            engine.dispose()
+        return [
+            Effect(
+                self.system,
+                row.idempotency_key,
+                row.id,
+                row.status == ReservationStatus.RESERVED.value,
+                f"{row.id} {row.status} ({row.quantity} x {row.sku})",
+            )
+            for row in rows
+        ]
+
+    async def lookup(self, external_id: str) -> Effect | None:
+        return None  # the listing holds every reservation
+
+    async def aclose(self) -> None:
+        return None
+
+
+def prepare(settings: Settings) -> None:
+    """Create the inventory schema and add the sample products (idempotent)."""
+    engine = make_engine(settings.inventory_db_url())
+    try:
+        create_schema(engine)
+        seed_products(engine)
+    finally:
+        engine.dispose()
+
+
+def show_stock(settings: Settings, sku: str) -> int | None:
+    """Units of ``sku`` in stock (what the demo shows after each saga)."""
+    engine = make_engine(settings.inventory_db_url())
+    try:
+        return stock_of(engine, sku)
+    finally:
+        engine.dispose()
+
+
+catalog.add_reader("inventory.reserve", InventoryReader)
+catalog.add_seed("inventory", Seed(prepare=prepare, show=show_stock))

@@ -27,10 +27,12 @@ from temporalio.exceptions import ApplicationError
 from saga import (
     Amount,
     Currency,
+    Effect,
     Settings,
     StepContext,
     StepOptions,
     StepResult,
+    catalog,
     compensable,
     current_step,
 )
@@ -318,3 +320,52 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
         http=http,
     )
     return [forward.charge_payment]
+
+
+# -- what reconciliation reads -----------------------------------------------------------
+PAGE = 100
+
+
+class PaymentsReader:
+    """The PaymentIntents of Stripe, for `saga reconcile` (read-only)."""
+
+    system = "payments"
+
+    def __init__(self, settings: Settings) -> None:
+        self.where = settings.stripe_api_base or "api.stripe.com"
+        self._http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+        self._client = stripe_client(settings, self._http)
+
+    async def effects(self, saga_prefix: str) -> list[Effect]:
+        refunded: dict[str, int] = {}
+        page: Any = await self._client.v1.refunds.list_async({"limit": PAGE})
+        async for refund in page.auto_paging_iter():
+            if refund.status != "failed" and refund.payment_intent:
+                pi_id = str(refund.payment_intent)
+                refunded[pi_id] = refunded.get(pi_id, 0) + int(refund.amount)
+        found = []
+        page = await self._client.v1.payment_intents.list_async({"limit": PAGE})
+        async for pi in page.auto_paging_iter():
+            back = refunded.get(pi.id, 0)
+            standing = pi.status != "canceled" and not (
+                pi.status == "succeeded" and back >= pi.amount
+            )
+            state = f"{pi.id} {pi.status}, refunded {back}/{pi.amount}"
+            found.append(Effect(self.system, key_of(pi) or "", pi.id, standing, state))
+        return found
+
+    async def lookup(self, external_id: str) -> Effect | None:
+        try:
+            pi = await self._client.v1.payment_intents.retrieve_async(external_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        state = f"{pi.id} {pi.status}"
+        return Effect(self.system, key_of(pi) or "", pi.id, pi.status != "canceled", state)
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+
+catalog.add_reader("payments.charge", PaymentsReader)

@@ -20,6 +20,7 @@ that a slow Redmine does not cause such a retry in the first place.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -30,7 +31,17 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from saga import Settings, StepContext, StepOptions, StepResult, compensable, current_step
+from saga import (
+    Effect,
+    Settings,
+    StepContext,
+    StepOptions,
+    StepResult,
+    SystemUnavailable,
+    catalog,
+    compensable,
+    current_step,
+)
 
 __all__ = [
     "MARKER_PREFIX",
@@ -403,3 +414,110 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
     and new plans that use it are refused before any step runs.
     """
     return [TicketActivities(redmine_client(settings), settings.redmine_project).create_ticket]
+
+
+# -- what reconciliation reads -----------------------------------------------------------
+READ_TRIES = 5
+
+
+def markers_of(issue: dict[str, Any]) -> list[str]:
+    """The idempotency keys an issue's description carries (its ``saga-key:`` lines)."""
+    lines = str(issue.get("description") or "").splitlines()
+    return [
+        ln.strip()[len(MARKER_PREFIX) :].strip()
+        for ln in lines
+        if ln.strip().startswith(MARKER_PREFIX)
+    ]
+
+
+class TicketsReader:
+    """The issues of the configured Redmine project that carry a step's marker, for
+    `saga reconcile` (read-only; a read that fails transiently is tried again)."""
+
+    system = "tickets"
+
+    def __init__(self, settings: Settings) -> None:
+        self._project = settings.redmine_project
+        self._http: httpx.AsyncClient | None = None
+        self.where = "-"
+        if settings.redmine_url and settings.redmine_api_key:
+            self.where = f"{settings.redmine_url} project {settings.redmine_project}"
+            self._http = httpx.AsyncClient(
+                base_url=settings.redmine_url,
+                headers={"X-Redmine-API-Key": settings.redmine_api_key},
+                timeout=HTTP_TIMEOUT,
+            )
+        self._closed: set[int] = set()
+
+    async def _get(self, path: str, params: Any = None) -> dict[str, Any] | None:
+        assert self._http is not None
+        for attempt in range(READ_TRIES):
+            try:
+                response = await self._http.get(path, params=params)
+            except httpx.TransportError:
+                if attempt == READ_TRIES - 1:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == READ_TRIES - 1:
+                    break
+            await asyncio.sleep(0.5 * 2**attempt)
+        if response.status_code in (403, 404):
+            return None
+        response.raise_for_status()
+        body = response.json()
+        return body if isinstance(body, dict) else None
+
+    def _effect(self, issue: dict[str, Any], key: str) -> Effect:
+        status = _dict(issue.get("status"))
+        closed = bool(status.get("is_closed")) or int(status.get("id", 0)) in self._closed
+        state = f"issue {issue['id']} {status.get('name', '?')}"
+        return Effect(self.system, key, str(issue["id"]), not closed, state)
+
+    async def effects(self, saga_prefix: str) -> list[Effect]:
+        if self._http is None:
+            raise SystemUnavailable("Redmine not configured")
+        body = await self._get("/issue_statuses.json") or {}
+        statuses = body.get("issue_statuses", [])
+        self._closed = {int(s["id"]) for s in statuses if s.get("is_closed")}
+        found: list[Effect] = []
+        offset = 0
+        while True:
+            page = await self._get(
+                "/issues.json",
+                httpx.QueryParams(
+                    [
+                        ("project_id", self._project),
+                        ("f[]", "status_id"),
+                        ("op[status_id]", "*"),
+                        ("f[]", "description"),
+                        ("op[description]", "~"),
+                        ("v[description][]", MARKER_PREFIX.strip()),
+                        ("sort", "id"),
+                        ("limit", SEARCH_LIMIT),
+                        ("offset", offset),
+                    ]
+                ),
+            )
+            if page is None:
+                raise SystemUnavailable(f"no project {self._project!r} (or no access)")
+            issues = page.get("issues", [])
+            found += [self._effect(i, key) for i in issues for key in markers_of(i)]
+            offset += len(issues)
+            if not issues or offset >= int(page.get("total_count", 0)):
+                return found
+
+    async def lookup(self, external_id: str) -> Effect | None:
+        if self._http is None or not external_id.isdigit():
+            return None
+        issue = (await self._get(f"/issues/{external_id}.json") or {}).get("issue")
+        if not isinstance(issue, dict):
+            return None
+        keys = markers_of(issue)
+        return self._effect(issue, keys[0] if keys else "")
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+
+catalog.add_reader("tickets.create", TicketsReader)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from saga._policy import Policy, check_policy
     from saga._settings import Settings
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
+    from saga._systems import Effect, Reconciler, Seed, SystemUnavailable
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
 
@@ -92,6 +93,10 @@ _EXPORTS = {
     "StepStatus": "saga._models",
     "catalog": "saga._catalog",
     "compensable": "saga._catalog",
+    "Effect": "saga._systems",
+    "Reconciler": "saga._systems",
+    "Seed": "saga._systems",
+    "SystemUnavailable": "saga._systems",
     "compensated_by": "saga._catalog",
     "compensates": "saga._catalog",
     "StepOptions": "saga._catalog",
@@ -126,6 +131,7 @@ __all__ = [
     "Currency",
     "Delivery",
     "DevServer",
+    "Effect",
     "Faults",
     "InputRejected",
     "Ledger",
@@ -138,11 +144,13 @@ __all__ = [
     "PlanRejected",
     "Policy",
     "PolicyBreached",
+    "Reconciler",
     "SagaError",
     "SagaInput",
     "SagaResult",
     "SagaStatus",
     "SagaWorkflow",
+    "Seed",
     "Settings",
     "Step",
     "StepAlreadyCompensated",
@@ -152,6 +160,7 @@ __all__ = [
     "StepSnapshot",
     "StepState",
     "StepStatus",
+    "SystemUnavailable",
     "catalog",
     "check_plan",
     "check_policy",

@@ -90,7 +90,7 @@ def _positive(text: str) -> int:
 
 def load_catalog(settings: Settings) -> None:
     """Import the configured activities modules so their actions are in the catalog."""
-    from saga._worker import activity_sources
+    from saga._systems import activity_sources
 
     for module, _ in activity_sources(settings):
         try:

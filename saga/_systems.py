@@ -78,3 +78,14 @@ class Seed:
 
 
 Preparer = Callable[["Settings", dict[str, object]], Awaitable[dict[str, object]]]
+
+
+def activity_sources(settings: Settings) -> list[tuple[str, str]]:
+    """``SAGA_ACTIVITIES`` as (module, function) pairs: a comma list of `module:function`
+    (the function defaults to ``build_activities``)."""
+    pairs = []
+    for part in settings.activities.split(","):
+        module_name, _, func_name = part.strip().partition(":")
+        if module_name:
+            pairs.append((module_name, func_name or "build_activities"))
+    return pairs

@@ -34,6 +34,7 @@ from saga._policy import Policy
 from saga._problems import read_policy_file
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
+from saga._systems import activity_sources
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
 from saga._workflow import RECORD_SAGA, WORKER_CAPABILITIES, SagaWorkflow
 
@@ -142,17 +143,6 @@ async def close_activities(activities: Sequence[Callable[..., Any]]) -> None:
             await owner.aclose()
         except Exception:  # one failing close must not keep the others open
             logging.getLogger(__name__).exception("closing %r failed", owner)
-
-
-def activity_sources(settings: Settings) -> list[tuple[str, str]]:
-    """``SAGA_ACTIVITIES`` as (module, function) pairs: a comma list of `module:function`
-    (the function defaults to ``build_activities``)."""
-    pairs = []
-    for part in settings.activities.split(","):
-        module_name, _, func_name = part.strip().partition(":")
-        if module_name:
-            pairs.append((module_name, func_name or "build_activities"))
-    return pairs
 
 
 def load_activities(settings: Settings) -> list[Callable[..., Any]]:
