@@ -32,6 +32,7 @@ from saga import (
     StepContext,
     StepOptions,
     StepResult,
+    SystemUnavailable,
     catalog,
     compensable,
     current_step,
@@ -111,7 +112,7 @@ async def card_payment_method(
     """A PaymentMethod for a test card number (test mode only: the caller checks).
 
     The one place a card number becomes a ``pm_...`` id: at the edge before a saga starts
-    (:func:`prepare_charge`), and in ``payments.charge`` for a plan that still carries a number.
+    (:class:`StripeCardVault`), and in ``payments.charge`` for a plan that still carries a number.
     """
     options: stripe.RequestOptions = {}
     if idempotency_key is not None:
@@ -369,3 +370,30 @@ class PaymentsReader:
 
 
 catalog.add_reader("payments.charge", PaymentsReader)
+
+
+# -- card numbers at the edge ------------------------------------------------------------
+class StripeCardVault:
+    """Card numbers become PaymentMethods before a saga starts (``saga._cards``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.test_mode = is_test_key(settings.stripe_api_key)
+        self._where = settings.stripe_api_base or "api.stripe.com"
+        self._http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+        self._client = stripe_client(settings, self._http)
+
+    async def payment_method(self, card_number: str) -> str:
+        try:
+            return await card_payment_method(self._client, card_number)
+        except stripe.StripeError as exc:
+            if isinstance(exc, stripe.APIConnectionError):
+                why = f"cannot reach Stripe at {self._where}"
+            else:
+                why = " ".join((exc.user_message or type(exc).__name__).split())
+            raise SystemUnavailable(why) from None
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+
+catalog.add_card_vault("payments.charge", StripeCardVault)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +35,8 @@ from temporalio.common import RetryPolicy
 
 from saga._errors import CatalogError
 from saga._money import money_fields
-from saga._systems import ReaderFactory, Seed
+from saga._settings import Settings
+from saga._systems import CardVaultFactory, ReaderFactory, Seed, activity_sources
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,6 +163,14 @@ class Catalog:
     _by_activity: dict[str, ActionSpec] = field(default_factory=dict)
     _readers: dict[str, ReaderFactory] = field(default_factory=dict)
     _seeds: dict[str, Seed] = field(default_factory=dict)
+    _card_vaults: dict[str, CardVaultFactory] = field(default_factory=dict)
+
+    def add_card_vault(self, action: str, vault: CardVaultFactory) -> None:
+        """Register how card numbers in ``action``'s arguments become payment method ids."""
+        self._card_vaults[action] = vault
+
+    def card_vaults(self) -> dict[str, CardVaultFactory]:
+        return dict(self._card_vaults)
 
     def add_reader(self, action: str, reader: ReaderFactory) -> None:
         """Register how reconciliation reads the effects of ``action`` (its system's
@@ -177,6 +187,18 @@ class Catalog:
 
     def seeds(self) -> dict[str, Seed]:
         return dict(self._seeds)
+
+    def load_systems(self, settings: Settings) -> None:
+        """Import the systems ``settings`` configures (``SAGA_ACTIVITIES``, by name):
+        importing a system declares its actions, readers and seeding here."""
+        for module, _ in activity_sources(settings):
+            importlib.import_module(module)
+
+    def prepare_systems(self, settings: Settings) -> None:
+        """Run every configured system's dev seeding (idempotent)."""
+        self.load_systems(settings)
+        for seed in self.seeds().values():
+            seed.prepare(settings)
 
     def register(self, spec: ActionSpec) -> None:
         try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import importlib
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from saga._codec import payload_keys
 from saga._ledger import Ledger, StepSnapshot
 from saga._models import CompensationStatus, SagaStatus, StepStatus
 from saga._settings import Settings
-from saga._systems import Effect, ReaderFactory, Reconciler, SystemUnavailable, activity_sources
+from saga._systems import Effect, ReaderFactory, Reconciler, SystemUnavailable
 
 FINAL = frozenset(s for s in SagaStatus if s.final)
 UNDONE = frozenset({SagaStatus.COMPENSATED, SagaStatus.CANCELLED})
@@ -142,12 +141,6 @@ async def _holdings(reader: Reconciler, prefix: str) -> Holdings:
         if effect.key and effect.key.startswith(prefix):
             held.keyed.append(effect)
     return held
-
-
-def _import_systems(settings: Settings) -> None:
-    """Import the configured systems' modules: they register their readers."""
-    for module, _ in activity_sources(settings):
-        importlib.import_module(module)
 
 
 # -- judging -----------------------------------------------------------------------------
@@ -257,7 +250,7 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
     steps = [s for s in all_steps if s.saga_id.startswith(saga_prefix)]
     sagas = {str(s["saga_id"]): s for s in all_sagas if str(s["saga_id"]).startswith(saga_prefix)}
     saga_status = {sid: str(s["status"]) for sid, s in sagas.items()}
-    _import_systems(settings)
+    catalog.load_systems(settings)
     actions_of: dict[ReaderFactory, list[str]] = defaultdict(list)
     for action, factory in catalog.readers().items():
         actions_of[factory].append(action)

@@ -7,13 +7,13 @@ The engine imports no system. A system's module registers, next to its actions:
   external id; `saga reconcile` iterates the registered readers;
 * a dev seeding hook (``catalog.add_seed(name, seed)``): what `saga dev` and the demo
   prepare in the system (a schema, sample data) and what the demo shows of it;
-* an input preparer for an action (``catalog.add_preparer(action, prepare)``): runs at
-  the edge, before a saga starts (card numbers become payment method ids).
+* a card vault (``catalog.add_card_vault(action, factory)``): at the edge, before a
+  saga starts, card numbers become payment method ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -77,7 +77,21 @@ class Seed:
     show: Callable[[Settings, str], object] | None = None
 
 
-Preparer = Callable[["Settings", dict[str, object]], Awaitable[dict[str, object]]]
+class CardVault(Protocol):
+    """Turns a card number into a payment method id at the edge, before a saga starts,
+    so history never holds the number (registered by the payments system)."""
+
+    test_mode: bool
+    """Whether card numbers are accepted at all (test mode only)."""
+
+    async def payment_method(self, card_number: str) -> str:
+        """A payment method id for the number; :class:`SystemUnavailable` says why not."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+CardVaultFactory = Callable[["Settings"], CardVault]
 
 
 def activity_sources(settings: Settings) -> list[tuple[str, str]]:
