@@ -25,6 +25,7 @@ import asyncio
 import enum
 import io
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -239,12 +240,15 @@ def _read_ledger(settings: Settings) -> tuple[list[StepSnapshot], list[dict[str,
         ledger.close()
 
 
-async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport:
+async def reconcile(
+    settings: Settings, *, saga_prefix: str = "", actions: Iterable[str] | None = None
+) -> DriftReport:
     """Compare the ledger with every system that registered a reader (Stripe, the
     inventory database and Redmine, if configured, for the bundled ones).
 
     ``saga_prefix`` narrows both sides to sagas whose id starts with it (an environment's
-    or a test run's sagas on shared systems). Read-only towards the systems.
+    or a test run's sagas on shared systems); ``actions`` to the readers of these
+    actions. Read-only towards the systems.
     """
     all_steps, all_sagas = await asyncio.to_thread(_read_ledger, settings)
     steps = [s for s in all_steps if s.saga_id.startswith(saga_prefix)]
@@ -252,8 +256,10 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
     saga_status = {sid: str(s["status"]) for sid, s in sagas.items()}
     catalog.load_systems(settings)
     actions_of: dict[ReaderFactory, list[str]] = defaultdict(list)
+    wanted = None if actions is None else set(actions)
     for action, factory in catalog.readers().items():
-        actions_of[factory].append(action)
+        if wanted is None or action in wanted:
+            actions_of[factory].append(action)
     drift: list[Drift] = []
     checks: list[SystemCheck] = []
     for factory, actions in actions_of.items():
