@@ -14,17 +14,19 @@ if TYPE_CHECKING:
         ActionSpec,
         Catalog,
         Delivery,
-        StepOptions,
         StepResult,
         catalog,
+    )
+    from saga._client import saga_state, start_saga, wait_saga
+    from saga._codec import PayloadKeyError, PayloadKeys, data_converter, payload_keys
+    from saga._declare import (
+        StepOptions,
         compensable,
         compensated_by,
         compensates,
         pivot,
         read_only,
     )
-    from saga._client import saga_state, start_saga, wait_saga
-    from saga._codec import PayloadKeyError, PayloadKeys, data_converter, payload_keys
     from saga._devserver import DevServer, free_port, temporal_binary, test_server_binary
     from saga._errors import (
         CatalogError,
@@ -92,14 +94,14 @@ _EXPORTS = {
     "StepState": "saga._models",
     "StepStatus": "saga._models",
     "catalog": "saga._catalog",
-    "compensable": "saga._catalog",
+    "compensable": "saga._declare",
     "Effect": "saga._systems",
     "Reconciler": "saga._systems",
     "Seed": "saga._systems",
     "SystemUnavailable": "saga._systems",
-    "compensated_by": "saga._catalog",
-    "compensates": "saga._catalog",
-    "StepOptions": "saga._catalog",
+    "compensated_by": "saga._declare",
+    "compensates": "saga._declare",
+    "StepOptions": "saga._declare",
     "StepResult": "saga._catalog",
     "connect": "saga._worker",
     "create_worker": "saga._worker",
@@ -111,8 +113,8 @@ _EXPORTS = {
     "make_engine": "saga._ledger",
     "migrate": "saga._ledger",
     "payload_keys": "saga._codec",
-    "pivot": "saga._catalog",
-    "read_only": "saga._catalog",
+    "pivot": "saga._declare",
+    "read_only": "saga._declare",
     "saga_state": "saga._client",
     "start_saga": "saga._client",
     "temporal_binary": "saga._devserver",
