@@ -1,4 +1,9 @@
-"""`inventory.reserve`: hold stock of a product in the inventory database.
+"""The inventory system, and its action `inventory.reserve`: hold stock of a product in
+the inventory database.
+
+This module is the system's home: its SQL schema, the action's models, the database
+helpers the demo and the tests use, and the forward action. Its undo (putting the stock
+back) is in `compensations/inventory.py`.
 
 Stock lives in SQL (SQLite by default, PostgreSQL by URL). A reservation is one row,
 unique per step idempotency key, written in the same transaction as the stock
@@ -9,34 +14,52 @@ for the last unit cannot both get it.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    create_engine,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from compensations.inventory import (
-    SKU_PATTERN,
-    InventoryBase,
-    InventoryCompensations,
-    Product,
-    Reservation,
-    ReservationStatus,
-    ReserveInput,
-    ReserveResult,
+from saga import (
+    Effect,
+    Seed,
+    Settings,
+    StepResult,
+    SystemUnavailable,
+    catalog,
+    compensable,
+    current_step,
 )
-from saga import Settings, compensated_by, current_step
 from saga import make_engine as sql_engine
 
 __all__ = [
     "SAMPLE_PRODUCTS",
     "InventoryActivities",
+    "Product",
     "ProductInfo",
+    "Reservation",
     "ReservationInfo",
+    "ReservationStatus",
     "ReserveInput",
     "ReserveResult",
     "build",
@@ -46,6 +69,69 @@ __all__ = [
     "seed_products",
     "stock_of",
 ]
+
+
+SKU_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- schema --------------------------------------------------------------------------
+class InventoryBase(DeclarativeBase):
+    """The inventory database's own metadata (separate from the ledger's)."""
+
+
+class Product(InventoryBase):
+    __tablename__ = "products"
+    __table_args__ = (CheckConstraint("stock >= 0", name="products_stock_not_negative"),)
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    price_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    stock: Mapped[int] = mapped_column(Integer)
+
+
+class ReservationStatus(enum.StrEnum):
+    RESERVED = "reserved"
+    RELEASED = "released"
+
+
+class Reservation(InventoryBase):
+    __tablename__ = "reservations"
+    __table_args__ = (CheckConstraint("quantity > 0", name="reservations_quantity_positive"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """The external id the saga records for the step."""
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+    saga_id: Mapped[str] = mapped_column(String(200), index=True)
+    sku: Mapped[str] = mapped_column(String(64), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(10), default=ReservationStatus.RESERVED.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# -- the action's models ---------------------------------------------------------------
+class ReserveInput(BaseModel):
+    """Reserve stock of one product for the saga."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: str = Field(pattern=SKU_PATTERN, description="Product SKU, e.g. `mug-blue`.")
+    quantity: int = Field(gt=0, le=1000, description="How many units to reserve.")
+
+
+class ReserveResult(StepResult):
+    external_id: str = Field(description="Reservation id in the inventory database.")
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+    currency: str
 
 
 class ProductInfo(BaseModel):
@@ -145,7 +231,7 @@ class InventoryActivities:
         """Close the database connections (the worker calls it when it stops)."""
         await asyncio.to_thread(self.engine.dispose)
 
-    @compensated_by(InventoryCompensations.release_inventory)
+    @compensable
     @activity.defn
     async def reserve_inventory(self, inp: ReserveInput) -> ReserveResult:
         """Reserve `quantity` units of product `sku` (undone by releasing them)."""
@@ -237,8 +323,75 @@ def _adopt(conn: Any, idempotency_key: str, name: str) -> ReserveResult:
 
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
-    """The inventory system's activities, on the database `settings` names."""
+    """`inventory.reserve`, on the database `settings` names (an engine of its own)."""
     engine = make_engine(settings.inventory_db_url())
     create_schema(engine)
-    forward, undo = InventoryActivities(engine), InventoryCompensations(engine)
-    return [forward.reserve_inventory, undo.release_inventory]
+    return [InventoryActivities(engine).reserve_inventory]
+
+
+# -- what reconciliation reads, and dev seeding -----------------------------------------
+class InventoryReader:
+    """The reservations of the inventory database, for `saga reconcile` (read-only)."""
+
+    system = "inventory"
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.inventory_db_url()
+        try:
+            self.where = make_url(self._url).render_as_string(hide_password=True)
+        except Exception:
+            self.where = "(unparsable URL)"
+
+    async def effects(self, saga_prefix: str) -> list[Effect]:
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> list[Effect]:
+        if self._url.startswith("sqlite") and not Path(self._url.split("///", 1)[-1]).exists():
+            raise SystemUnavailable("no inventory database")
+        engine = create_engine(self._url)
+        try:
+            rows: list[Any] = []
+            if inspect(engine).has_table(Reservation.__tablename__):
+                with engine.connect() as conn:
+                    rows = list(conn.execute(select(cast(Table, Reservation.__table__))).all())
+        finally:
+            engine.dispose()
+        return [
+            Effect(
+                self.system,
+                row.idempotency_key,
+                row.id,
+                row.status == ReservationStatus.RESERVED.value,
+                f"{row.id} {row.status} ({row.quantity} x {row.sku})",
+            )
+            for row in rows
+        ]
+
+    async def lookup(self, external_id: str) -> Effect | None:
+        return None  # the listing holds every reservation
+
+    async def aclose(self) -> None:
+        return None
+
+
+def prepare(settings: Settings) -> None:
+    """Create the inventory schema and add the sample products (idempotent)."""
+    engine = make_engine(settings.inventory_db_url())
+    try:
+        create_schema(engine)
+        seed_products(engine)
+    finally:
+        engine.dispose()
+
+
+def show_stock(settings: Settings, sku: str) -> int | None:
+    """Units of ``sku`` in stock (what the demo shows after each saga)."""
+    engine = make_engine(settings.inventory_db_url())
+    try:
+        return stock_of(engine, sku)
+    finally:
+        engine.dispose()
+
+
+catalog.add_reader("inventory.reserve", InventoryReader)
+catalog.add_seed("inventory", Seed(prepare=prepare, show=show_stock))

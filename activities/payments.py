@@ -1,4 +1,9 @@
-"""`payments.charge`: charge a customer once with a Stripe PaymentIntent.
+"""The payments system, and its action `payments.charge`: charge a customer once with a
+Stripe PaymentIntent.
+
+This module is the system's home: the action's models, the Stripe client, the mapping of
+Stripe errors onto retryable and non-retryable failures, finding a step's PaymentIntent,
+and the forward action. Its undo (a refund) is in `compensations/payments.py`.
 
 Exactly once, even when a response is lost: every request carries an Idempotency-Key
 derived from the step, the intent carries the key in its metadata, and its id goes to
@@ -12,30 +17,184 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import stripe
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from compensations.payments import (
-    HTTP_TIMEOUT_SECONDS,
-    ChargeInput,
-    ChargeResult,
-    PaymentCompensations,
-    card_payment_method,
-    find_intent,
-    is_test_key,
-    metadata_for,
-    stripe_client,
-    stripe_failure,
+from saga import (
+    Amount,
+    Currency,
+    Effect,
+    Settings,
+    StepContext,
+    StepOptions,
+    StepResult,
+    SystemUnavailable,
+    catalog,
+    compensable,
+    current_step,
 )
-from saga import Settings, StepContext, compensated_by, current_step
 
 if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses
     from stripe.params import PaymentIntentCreateParams
 
-__all__ = ["ChargeInput", "ChargeResult", "PaymentActivities", "build"]
+HTTP_TIMEOUT_SECONDS = 15.0
+"""Per Stripe request; an activity makes a handful, inside its start-to-close timeout."""
+
+
+# -- the action's models --------------------------------------------------------------
+class ChargeInput(BaseModel):
+    """Charge a customer's card once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount = Field(gt=0, le=99_999_999, description="Amount in the currency's minor unit.")
+    currency: Currency = Field(description="ISO 4217 code, e.g. `usd` or `eur`.")
+    customer_email: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+$", max_length=254, description="Who pays (the Customer)."
+    )
+    payment_method: str | None = Field(
+        None,
+        pattern=r"^pm_[A-Za-z0-9_]+$",
+        description="A PaymentMethod id, e.g. `pm_card_visa` in test mode.",
+    )
+    card_number: str | None = Field(
+        None,
+        pattern=r"^[0-9]{16}$",
+        description="Test mode only: a Stripe test card number, e.g. 4242424242424242.",
+    )
+    description: str | None = Field(None, max_length=500, description="What the charge is for.")
+
+    @model_validator(mode="after")
+    def _one_way_to_pay(self) -> Self:
+        if (self.payment_method is None) == (self.card_number is None):
+            raise ValueError("give exactly one of payment_method or card_number")
+        return self
+
+
+class ChargeResult(StepResult):
+    external_id: str = Field(description="The PaymentIntent id.")
+    status: str
+    amount: int
+    currency: str
+
+
+# -- Stripe plumbing: the client, its errors, finding a step's intent -----------------
+def stripe_client(
+    settings: Settings, http_client: stripe.HTTPXClient | None = None
+) -> stripe.StripeClient:
+    """The SDK client, from settings only: the key never enters workflow data.
+
+    The SDK's own network retries are off: Temporal retries the activity, and the
+    activity reconciles with what an earlier attempt already did.
+    """
+    base: BaseAddresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else {}
+    return stripe.StripeClient(
+        settings.stripe_api_key,
+        base_addresses=base,
+        max_network_retries=0,
+        http_client=http_client or stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS),
+    )
+
+
+def is_test_key(api_key: str) -> bool:
+    """Whether a Stripe key is a test-mode key (card numbers are accepted in test mode only)."""
+    return api_key.startswith(("sk_test_", "rk_test_"))
+
+
+async def card_payment_method(
+    client: stripe.StripeClient, card_number: str, idempotency_key: str | None = None
+) -> str:
+    """A PaymentMethod for a test card number (test mode only: the caller checks).
+
+    The one place a card number becomes a ``pm_...`` id: at the edge before a saga starts
+    (:class:`StripeCardVault`), and in ``payments.charge`` for a plan that still carries a number.
+    """
+    options: stripe.RequestOptions = {}
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    created = await client.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": card_number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        },
+        options,
+    )
+    return created.id
+
+
+def stripe_failure(exc: stripe.StripeError) -> ApplicationError:
+    """A Stripe error as the activity failure Temporal should see (raise it ``from None``).
+
+    Declines and invalid requests are final; lost connections, timeouts, 409 (an
+    idempotent request still in flight), 429 and 5xx are retried by Temporal. The
+    details carry Stripe's error code and request id; nothing carries the API key
+    (Stripe echoes a masked key in authentication errors, so those get a fixed message).
+    """
+    message = exc.user_message or type(exc).__name__
+    if isinstance(exc, stripe.AuthenticationError):
+        message = "Stripe rejected the API key (check SAGA_STRIPE_API_KEY)"
+    details = (exc.code or "", exc.request_id or "")
+    status = exc.http_status
+    if isinstance(exc, stripe.CardError):
+        if exc.code == "processing_error":
+            return ApplicationError(message, *details, type="CardProcessingError")
+        kind = "CardDeclined" if exc.code in (None, "card_declined") else "CardError"
+        return ApplicationError(message, *details, type=kind, non_retryable=True)
+    kind = f"Stripe{type(exc).__name__}"
+    if status is None or status in (409, 429) or status >= 500:
+        return ApplicationError(message, *details, type=kind)
+    return ApplicationError(message, *details, type=kind, non_retryable=True)
+
+
+def metadata_for(saga_id: str, key: str) -> dict[str, str]:
+    return {"saga_id": saga_id, "idempotency_key": key}
+
+
+async def find_intent(
+    client: stripe.StripeClient, key: str, known_id: str | None
+) -> stripe.PaymentIntent | None:
+    """The step's PaymentIntent: by the id the ledger holds, else by its metadata.
+
+    Stripe's search API finds it by ``metadata['idempotency_key']``; localstripe has no
+    search endpoint (404), so there the intents are listed and filtered. Real Stripe's
+    search index lags by up to a minute, but there the create call's Idempotency-Key
+    returns the first attempt's intent anyway.
+    """
+    intents = client.v1.payment_intents
+    if known_id:
+        try:
+            return await intents.retrieve_async(known_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status != 404:
+                raise
+    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+    try:
+        page: Any = await intents.search_async(
+            {"query": f"metadata['idempotency_key']:'{escaped}'", "limit": 100}
+        )
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status != 404:
+            raise
+        page = await intents.list_async({"limit": 100})  # localstripe: no search
+    found = [pi async for pi in page.auto_paging_iter() if key_of(pi) == key]
+    if not found:
+        return None
+    # One per key is the invariant; should it break, the money that moved wins.
+    found.sort(key=lambda pi: (pi.status == "succeeded", pi.created))
+    return found[-1]  # type: ignore[no-any-return]
+
+
+def key_of(obj: stripe.PaymentIntent | stripe.Refund) -> str | None:
+    """The idempotency key an object carries in its metadata."""
+    metadata = obj.metadata
+    if metadata is None or "idempotency_key" not in metadata:
+        return None
+    return str(metadata["idempotency_key"])
 
 
 class PaymentActivities:
@@ -57,11 +216,7 @@ class PaymentActivities:
         if self._http is not None:
             await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    @compensated_by(
-        PaymentCompensations.refund_payment,
-        start_to_close_timeout=timedelta(minutes=2),
-        compensation_timeout=timedelta(minutes=2),
-    )
+    @compensable(options=StepOptions(start_to_close_timeout=timedelta(minutes=2)))
     @activity.defn
     async def charge_payment(self, inp: ChargeInput) -> ChargeResult:
         """Charge the customer's card: create and confirm a Stripe PaymentIntent."""
@@ -157,14 +312,88 @@ class PaymentActivities:
 
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
-    """`payments.charge` and its refund, bound to one Stripe client."""
+    """`payments.charge`, bound to a Stripe client of its own."""
     http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
-    client = stripe_client(settings, http)
     forward = PaymentActivities(
-        client,
+        stripe_client(settings, http),
         test_mode=is_test_key(settings.stripe_api_key),
         localstripe=settings.stripe_api_base is not None,
-        http=http,  # the forward side owns the client both sides share
+        http=http,
     )
-    undo = PaymentCompensations(client)
-    return [forward.charge_payment, undo.refund_payment]
+    return [forward.charge_payment]
+
+
+# -- what reconciliation reads -----------------------------------------------------------
+PAGE = 100
+
+
+class PaymentsReader:
+    """The PaymentIntents of Stripe, for `saga reconcile` (read-only)."""
+
+    system = "payments"
+
+    def __init__(self, settings: Settings) -> None:
+        self.where = settings.stripe_api_base or "api.stripe.com"
+        self._http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+        self._client = stripe_client(settings, self._http)
+
+    async def effects(self, saga_prefix: str) -> list[Effect]:
+        refunded: dict[str, int] = {}
+        page: Any = await self._client.v1.refunds.list_async({"limit": PAGE})
+        async for refund in page.auto_paging_iter():
+            if refund.status != "failed" and refund.payment_intent:
+                pi_id = str(refund.payment_intent)
+                refunded[pi_id] = refunded.get(pi_id, 0) + int(refund.amount)
+        found = []
+        page = await self._client.v1.payment_intents.list_async({"limit": PAGE})
+        async for pi in page.auto_paging_iter():
+            back = refunded.get(pi.id, 0)
+            standing = pi.status != "canceled" and not (
+                pi.status == "succeeded" and back >= pi.amount
+            )
+            state = f"{pi.id} {pi.status}, refunded {back}/{pi.amount}"
+            found.append(Effect(self.system, key_of(pi) or "", pi.id, standing, state))
+        return found
+
+    async def lookup(self, external_id: str) -> Effect | None:
+        try:
+            pi = await self._client.v1.payment_intents.retrieve_async(external_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        state = f"{pi.id} {pi.status}"
+        return Effect(self.system, key_of(pi) or "", pi.id, pi.status != "canceled", state)
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+
+catalog.add_reader("payments.charge", PaymentsReader)
+
+
+# -- card numbers at the edge ------------------------------------------------------------
+class StripeCardVault:
+    """Card numbers become PaymentMethods before a saga starts (``saga._cards``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.test_mode = is_test_key(settings.stripe_api_key)
+        self._where = settings.stripe_api_base or "api.stripe.com"
+        self._http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+        self._client = stripe_client(settings, self._http)
+
+    async def payment_method(self, card_number: str) -> str:
+        try:
+            return await card_payment_method(self._client, card_number)
+        except stripe.StripeError as exc:
+            if isinstance(exc, stripe.APIConnectionError):
+                why = f"cannot reach Stripe at {self._where}"
+            else:
+                why = " ".join((exc.user_message or type(exc).__name__).split())
+            raise SystemUnavailable(why) from None
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+
+catalog.add_card_vault("payments.charge", StripeCardVault)

@@ -14,13 +14,19 @@ if TYPE_CHECKING:
         ActionSpec,
         Catalog,
         Delivery,
+        StepResult,
         catalog,
-        compensated_by,
-        pivot,
-        read_only,
     )
     from saga._client import saga_state, start_saga, wait_saga
     from saga._codec import PayloadKeyError, PayloadKeys, data_converter, payload_keys
+    from saga._declare import (
+        StepOptions,
+        compensable,
+        compensated_by,
+        compensates,
+        pivot,
+        read_only,
+    )
     from saga._errors import (
         CatalogError,
         InputRejected,
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
     from saga._policy import Policy, check_policy
     from saga._settings import Settings
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
+    from saga._systems import Effect, Reconciler, Seed, SystemUnavailable
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
     from saga.dev._devserver import DevServer, free_port, temporal_binary, test_server_binary
@@ -87,7 +94,15 @@ _EXPORTS = {
     "StepState": "saga._models",
     "StepStatus": "saga._models",
     "catalog": "saga._catalog",
-    "compensated_by": "saga._catalog",
+    "compensable": "saga._declare",
+    "Effect": "saga._systems",
+    "Reconciler": "saga._systems",
+    "Seed": "saga._systems",
+    "SystemUnavailable": "saga._systems",
+    "compensated_by": "saga._declare",
+    "compensates": "saga._declare",
+    "StepOptions": "saga._declare",
+    "StepResult": "saga._catalog",
     "connect": "saga._worker",
     "create_worker": "saga._worker",
     "current_step": "saga._step",
@@ -98,8 +113,8 @@ _EXPORTS = {
     "make_engine": "saga._ledger",
     "migrate": "saga._ledger",
     "payload_keys": "saga._codec",
-    "pivot": "saga._catalog",
-    "read_only": "saga._catalog",
+    "pivot": "saga._declare",
+    "read_only": "saga._declare",
     "saga_state": "saga._client",
     "start_saga": "saga._client",
     "temporal_binary": "saga.dev._devserver",
@@ -118,6 +133,7 @@ __all__ = [
     "Currency",
     "Delivery",
     "DevServer",
+    "Effect",
     "Faults",
     "InputRejected",
     "Ledger",
@@ -130,22 +146,29 @@ __all__ = [
     "PlanRejected",
     "Policy",
     "PolicyBreached",
+    "Reconciler",
     "SagaError",
     "SagaInput",
     "SagaResult",
     "SagaStatus",
     "SagaWorkflow",
+    "Seed",
     "Settings",
     "Step",
     "StepAlreadyCompensated",
     "StepContext",
+    "StepOptions",
+    "StepResult",
     "StepSnapshot",
     "StepState",
     "StepStatus",
+    "SystemUnavailable",
     "catalog",
     "check_plan",
     "check_policy",
+    "compensable",
     "compensated_by",
+    "compensates",
     "connect",
     "create_worker",
     "current_step",

@@ -24,6 +24,7 @@ from saga._errors import SagaError
 from saga._models import SagaInput
 from saga._redact import card_numbers, mask_card
 from saga._settings import Settings
+from saga._systems import SystemUnavailable
 
 CARD_ARG = "card_number"
 PAYMENT_METHOD_ARG = "payment_method"
@@ -96,35 +97,34 @@ async def tokenize_cards(inp: SagaInput, settings: Settings | None = None) -> Sa
     if not numbers:
         return inp
     settings = settings or Settings()
-    from compensations.payments import card_payment_method, is_test_key, stripe_client
+    from saga._catalog import catalog
 
+    catalog.load_systems(settings)
     shown = ", ".join(sorted(mask_card(n) for n in numbers))
-    if not is_test_key(settings.stripe_api_key):
+    vaults = list(catalog.card_vaults().values())
+    if not vaults:
         raise CardRefused(
-            f"card number {shown}: card numbers are accepted in Stripe test mode only "
-            "(SAGA_STRIPE_API_KEY is not a test key); give the charge a payment_method id"
+            f"card number {shown}: no configured system turns card numbers into payment "
+            "methods; give the charge a payment_method id"
         )
-    settings = _with_stripe_base(settings)
-    import stripe
-
-    http = stripe.HTTPXClient(timeout=15.0)
-    client = stripe_client(settings, http)
+    vault = vaults[0](_with_stripe_base(settings))
     tokens: dict[str, str] = {}
     try:
+        if not vault.test_mode:
+            raise CardRefused(
+                f"card number {shown}: card numbers are accepted in Stripe test mode only "
+                "(SAGA_STRIPE_API_KEY is not a test key); give the charge a payment_method id"
+            )
         for number in sorted(numbers):
             try:
-                tokens[number] = await card_payment_method(client, number)
-            except stripe.StripeError as exc:
-                if isinstance(exc, stripe.APIConnectionError):
-                    why = f"cannot reach Stripe at {settings.stripe_api_base or 'api.stripe.com'}"
-                else:
-                    why = " ".join((exc.user_message or type(exc).__name__).split())
+                tokens[number] = await vault.payment_method(number)
+            except SystemUnavailable as exc:
                 raise CardRefused(
                     f"card number {mask_card(number)}: Stripe could not make it a payment "
-                    f"method ({why}); nothing was started"
+                    f"method ({exc}); nothing was started"
                 ) from None
     finally:
-        await http.close_async()  # type: ignore[no-untyped-call]
+        await vault.aclose()
     return inp.model_copy(
         update={
             "plan": _replace(inp.plan, tokens),

@@ -1,34 +1,23 @@
-"""The catalog: every action a plan may name, declared once next to its activity.
-
-```python
-@compensated_by(refund_payment)
-@activity.defn
-async def charge_payment(self, inp: ChargeInput) -> ChargeResult: ...
-```
-
-The decorator reads the action's input and output models from the type hints, names
-the action ``system.verb`` from the module and the function (``activities.payments`` +
-``charge_payment`` -> ``payments.charge``) unless ``action=`` says otherwise, and
-registers it in :data:`catalog`.
-"""
+"""The catalog: every action a plan may name, and what each system registers with it
+(reconciliation readers, dev seeding, card vaults). The decorators that declare actions
+into it are in ``saga._declare``."""
 
 from __future__ import annotations
 
 import enum
-import inspect
-import typing
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import RetryPolicy
 
 from saga._errors import CatalogError
 from saga._money import money_fields
-
-F = TypeVar("F", bound=Callable[..., Any])
+from saga._settings import Settings
+from saga._systems import CardVaultFactory, ReaderFactory, Seed, activity_sources
 
 DEFAULT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -91,6 +80,13 @@ class Delivery(enum.StrEnum):
     :meth:`saga.StepContext.delivering`)."""
 
 
+class StepResult(BaseModel):
+    """What a forward action returns: at least the id of the effect in its system (a
+    PaymentIntent, a reservation, an issue), which the ledger records for the step."""
+
+    external_id: str | None = Field(None, description="The effect's id in its system.")
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What the engine knows about one action."""
@@ -144,6 +140,44 @@ class Catalog:
 
     _by_name: dict[str, ActionSpec] = field(default_factory=dict)
     _by_activity: dict[str, ActionSpec] = field(default_factory=dict)
+    _readers: dict[str, ReaderFactory] = field(default_factory=dict)
+    _seeds: dict[str, Seed] = field(default_factory=dict)
+    _card_vaults: dict[str, CardVaultFactory] = field(default_factory=dict)
+
+    def add_card_vault(self, action: str, vault: CardVaultFactory) -> None:
+        """Register how card numbers in ``action``'s arguments become payment method ids."""
+        self._card_vaults[action] = vault
+
+    def card_vaults(self) -> dict[str, CardVaultFactory]:
+        return dict(self._card_vaults)
+
+    def add_reader(self, action: str, reader: ReaderFactory) -> None:
+        """Register how reconciliation reads the effects of ``action`` (its system's
+        :class:`~saga.Reconciler`, made from settings)."""
+        self._readers[action] = reader
+
+    def readers(self) -> dict[str, ReaderFactory]:
+        """Reconciliation readers by action name."""
+        return dict(self._readers)
+
+    def add_seed(self, system: str, seed: Seed) -> None:
+        """Register what `saga dev` and the demo prepare in ``system``."""
+        self._seeds[system] = seed
+
+    def seeds(self) -> dict[str, Seed]:
+        return dict(self._seeds)
+
+    def load_systems(self, settings: Settings) -> None:
+        """Import the systems ``settings`` configures (``SAGA_ACTIVITIES``, by name):
+        importing a system declares its actions, readers and seeding here."""
+        for module, _ in activity_sources(settings):
+            importlib.import_module(module)
+
+    def prepare_systems(self, settings: Settings) -> None:
+        """Run every configured system's dev seeding (idempotent)."""
+        self.load_systems(settings)
+        for seed in self.seeds().values():
+            seed.prepare(settings)
 
     def register(self, spec: ActionSpec) -> None:
         try:
@@ -183,6 +217,28 @@ class Catalog:
                 out.register(spec)
         return out
 
+    def check_compensations(self, activity_names: Iterable[str] | None = None) -> None:
+        """Refuse a compensable action whose compensation was never declared (its
+        system's ``compensations`` module was not imported): among the actions carried
+        by ``activity_names``, or all of them."""
+        names = None if activity_names is None else set(activity_names)
+        missing = [
+            spec
+            for spec in self
+            if spec.kind is ActionKind.COMPENSABLE
+            and spec.compensation is None
+            and (names is None or spec.activity_name in names)
+        ]
+        if missing:
+            raise CatalogError(
+                "; ".join(
+                    f"action {spec.name!r} ({spec.activity_name}) is compensable but has no "
+                    "compensation: its system's compensations module was not imported "
+                    f"(e.g. compensations.{spec.name.split('.')[0]})"
+                    for spec in missing
+                )
+            )
+
     def json_schema(self) -> dict[str, Any]:
         """The catalog as JSON schema, one entry per action (the agent reads this)."""
         return {"actions": [spec.describe() for spec in self]}
@@ -202,158 +258,6 @@ def activity_name(fn: Callable[..., Any]) -> str:
             "put @activity.defn under the saga decorator"
         )
     return str(name)
-
-
-def _models(fn: Callable[..., Any]) -> tuple[type[BaseModel], type[BaseModel] | None]:
-    hints = typing.get_type_hints(fn)
-    params = [p for p in inspect.signature(fn).parameters if p != "self"]
-    if not inspect.iscoroutinefunction(fn):
-        raise CatalogError(f"{fn.__qualname__}: saga actions must be async activities")
-    if not params:
-        raise CatalogError(f"{fn.__qualname__}: an action takes one pydantic input model")
-    inp = hints.get(params[0])
-    if not (isinstance(inp, type) and issubclass(inp, BaseModel)):
-        raise CatalogError(f"{fn.__qualname__}: its input must be a pydantic model")
-    out = hints.get("return")
-    if not (isinstance(out, type) and issubclass(out, BaseModel)):
-        out = None
-    return inp, out
-
-
-def _derive_name(fn: Callable[..., Any]) -> str:
-    system = fn.__module__.rsplit(".", 1)[-1]
-    verb = fn.__name__.split("_", 1)[0]
-    return f"{system}.{verb}"
-
-
-def _declare(
-    fn: Callable[..., Any],
-    kind: ActionKind,
-    compensation: Callable[..., Any] | None,
-    action: str | None,
-    options: dict[str, Any],
-) -> None:
-    inp, out = _models(fn)
-    comp_name = None
-    if compensation is not None:
-        comp_name = activity_name(compensation)
-        comp_params = [p for p in inspect.signature(compensation).parameters if p != "self"]
-        if len(comp_params) != 2:
-            raise CatalogError(
-                f"{compensation.__qualname__}: a compensation takes (input, result | None)"
-            )
-    catalog.register(
-        ActionSpec(
-            name=action or _derive_name(fn),
-            activity_name=activity_name(fn),
-            kind=kind,
-            description=inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0],
-            input_model=inp,
-            output_model=out,
-            compensation=comp_name,
-            **options,
-        )
-    )
-
-
-def compensated_by(
-    compensation: Callable[..., Any],
-    *,
-    action: str | None = None,
-    delivery: Delivery = Delivery.EXACTLY_ONCE,
-    start_to_close_timeout: timedelta = timedelta(seconds=60),
-    heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-    retry_policy: RetryPolicy = DEFAULT_RETRY,
-    compensation_timeout: timedelta = timedelta(seconds=60),
-    compensation_retry_policy: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
-) -> Callable[[F], F]:
-    """Declare a forward activity and the activity that undoes it.
-
-    The compensation is called as ``compensation(input, result)`` where ``result`` is
-    the forward step's recorded result, or ``None`` when none was recorded (the step
-    failed, timed out or was cancelled, and may or may not have taken effect): it must
-    then find the effect by the step's idempotency key, or do nothing.
-
-    ``delivery`` says what a retry after a lost outcome does (see :class:`Delivery`).
-    """
-
-    def decorate(fn: F) -> F:
-        _declare(
-            fn,
-            ActionKind.COMPENSABLE,
-            compensation,
-            action,
-            {
-                "delivery": Delivery(delivery),
-                "start_to_close_timeout": start_to_close_timeout,
-                "heartbeat_timeout": heartbeat_timeout,
-                "retry_policy": retry_policy,
-                "compensation_timeout": compensation_timeout,
-                "compensation_retry_policy": compensation_retry_policy,
-            },
-        )
-        return fn
-
-    return decorate
-
-
-class _Uncompensated:
-    """``@pivot`` / ``@read_only``, bare or with options: ``@pivot(delivery=...)``."""
-
-    def __init__(self, kind: ActionKind) -> None:
-        self._kind = kind
-
-    @overload
-    def __call__(self, fn: F, /) -> F: ...
-
-    @overload
-    def __call__(
-        self,
-        fn: None = None,
-        /,
-        *,
-        action: str | None = None,
-        delivery: Delivery = Delivery.EXACTLY_ONCE,
-        start_to_close_timeout: timedelta = timedelta(seconds=60),
-        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        retry_policy: RetryPolicy = DEFAULT_RETRY,
-    ) -> Callable[[F], F]: ...
-
-    def __call__(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        action: str | None = None,
-        delivery: Delivery = Delivery.EXACTLY_ONCE,
-        start_to_close_timeout: timedelta = timedelta(seconds=60),
-        heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        retry_policy: RetryPolicy = DEFAULT_RETRY,
-    ) -> F | Callable[[F], F]:
-        def decorate(fn: F) -> F:
-            _declare(
-                fn,
-                self._kind,
-                None,
-                action,
-                {
-                    "delivery": Delivery(delivery),
-                    "start_to_close_timeout": start_to_close_timeout,
-                    "heartbeat_timeout": heartbeat_timeout,
-                    "retry_policy": retry_policy,
-                },
-            )
-            return fn
-
-        return decorate if fn is None else decorate(fn)
-
-
-pivot = _Uncompensated(ActionKind.PIVOT)
-"""Declare an irreversible action: ``@pivot`` above ``@activity.defn``; one that no
-receiver can de-duplicate says so: ``@pivot(delivery=Delivery.AT_MOST_ONCE)``."""
-
-read_only = _Uncompensated(ActionKind.READ_ONLY)
-"""Declare an action that changes nothing: ``@read_only`` above ``@activity.defn``."""
 
 
 class WaitInput(BaseModel):

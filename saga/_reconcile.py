@@ -14,8 +14,9 @@ and reports where they disagree:
 
 plus the sagas waiting for an operator (``needs_attention``). Sagas still running are
 listed, and their unfinished steps are not judged. The systems are reached only through
-settings; the report names them without credentials. The system modules are imported
-when :func:`reconcile` runs, so the engine does not depend on them at import time.
+settings; the report names them without credentials. Each system brings its reader
+(:class:`saga.Reconciler`, registered with ``catalog.add_reader``): the configured
+systems' modules are imported when :func:`reconcile` runs, and the engine imports none.
 """
 
 from __future__ import annotations
@@ -24,32 +25,25 @@ import asyncio
 import enum
 import io
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field, computed_field
 from rich.console import Console
 from rich.table import Table as RichTable
-from sqlalchemy import Table, create_engine, inspect, select
-from sqlalchemy.engine import make_url
 
+from saga._catalog import catalog
 from saga._codec import payload_keys
 from saga._ledger import Ledger, StepSnapshot
 from saga._models import CompensationStatus, SagaStatus, StepStatus
 from saga._settings import Settings
-
-PAYMENTS, INVENTORY, TICKETS = "payments", "inventory", "tickets"
-ACTIONS = {"payments.charge": PAYMENTS, "inventory.reserve": INVENTORY, "tickets.create": TICKETS}
-"""The compensable actions whose effects reconciliation can see, by system."""
+from saga._systems import Effect, ReaderFactory, Reconciler, SystemUnavailable
 
 FINAL = frozenset(s for s in SagaStatus if s.final)
 UNDONE = frozenset({SagaStatus.COMPENSATED, SagaStatus.CANCELLED})
 NEEDS_ATTENTION = SagaStatus.NEEDS_ATTENTION
-PAGE = 100
-READ_TRIES = 5
 
 
 class DriftKind(enum.StrEnum):
@@ -126,16 +120,6 @@ class DriftReport(BaseModel):
 
 
 # -- what a system holds -----------------------------------------------------------------
-@dataclass(frozen=True)
-class Effect:
-    system: str
-    key: str
-    external_id: str
-    standing: bool
-    """Still in force: money kept, stock held, ticket open."""
-    state: str
-
-
 @dataclass
 class Holdings:
     """Effects found in one system: those with a saga key, and every one by id."""
@@ -145,190 +129,19 @@ class Holdings:
     by_id: dict[str, Effect] = field(default_factory=dict)
 
 
-def _where(url: str) -> str:
+async def _holdings(reader: Reconciler, prefix: str) -> Holdings:
+    held = Holdings(SystemCheck(system=reader.system, where=reader.where, checked=True))
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable URL)"
-
-
-async def _payments(settings: Settings, prefix: str) -> Holdings:
-    from compensations.payments import key_of, stripe_client
-
-    where = settings.stripe_api_base or "api.stripe.com"
-    client = stripe_client(settings)
-    refunded: dict[str, int] = defaultdict(int)
-    page: Any = await client.v1.refunds.list_async({"limit": PAGE})
-    async for refund in page.auto_paging_iter():
-        if refund.status != "failed" and refund.payment_intent:
-            refunded[str(refund.payment_intent)] += int(refund.amount)
-    held = Holdings(SystemCheck(system=PAYMENTS, where=where, checked=True))
-    page = await client.v1.payment_intents.list_async({"limit": PAGE})
-    async for pi in page.auto_paging_iter():
-        back = refunded.get(pi.id, 0)
-        standing = pi.status != "canceled" and not (pi.status == "succeeded" and back >= pi.amount)
-        state = f"{pi.id} {pi.status}, refunded {back}/{pi.amount}"
-        key = key_of(pi) or ""
-        effect = Effect(PAYMENTS, key, pi.id, standing, state)
-        held.by_id[pi.id] = effect
-        if key and key.startswith(prefix):
-            held.keyed.append(effect)
-    return held
-
-
-async def _inventory(settings: Settings, prefix: str) -> Holdings:
-    return await asyncio.to_thread(_read_inventory, settings, prefix)
-
-
-def _read_inventory(settings: Settings, prefix: str) -> Holdings:
-    from compensations.inventory import Reservation, ReservationStatus
-
-    url = settings.inventory_db_url()
-    held = Holdings(SystemCheck(system=INVENTORY, where=_where(url), checked=True))
-    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        effects = await reader.effects(prefix)
+    except SystemUnavailable as exc:
         held.check.checked = False
-        held.check.note = "no inventory database"
+        held.check.note = str(exc)
         return held
-    engine = create_engine(url)
-    try:
-        rows: list[Any] = []
-        if inspect(engine).has_table(Reservation.__tablename__):
-            with engine.connect() as conn:
-                rows = list(conn.execute(select(cast(Table, Reservation.__table__))).all())
-    finally:
-        engine.dispose()
-    for row in rows:
-        standing = row.status == ReservationStatus.RESERVED.value
-        state = f"{row.id} {row.status} ({row.quantity} x {row.sku})"
-        effect = Effect(INVENTORY, row.idempotency_key, row.id, standing, state)
-        held.by_id[row.id] = effect
-        if row.idempotency_key.startswith(prefix):
+    for effect in effects:
+        held.by_id[effect.external_id] = effect
+        if effect.key and effect.key.startswith(prefix):
             held.keyed.append(effect)
     return held
-
-
-class _Redmine:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.closed: set[int] = set()
-
-    async def get(self, path: str, params: Any = None) -> dict[str, Any] | None:
-        """One read; a 5xx or a lost connection is tried again (reads are safe to repeat)."""
-        for attempt in range(READ_TRIES):
-            try:
-                response = await self.http.get(path, params=params)
-            except httpx.TransportError:
-                if attempt == READ_TRIES - 1:
-                    raise
-            else:
-                if response.status_code < 500 or attempt == READ_TRIES - 1:
-                    break
-            await asyncio.sleep(0.5 * 2**attempt)
-        if response.status_code in (403, 404):
-            return None
-        response.raise_for_status()
-        body = response.json()
-        return body if isinstance(body, dict) else None
-
-    async def load_statuses(self) -> None:
-        body = await self.get("/issue_statuses.json") or {}
-        self.closed = {int(s["id"]) for s in body.get("issue_statuses", []) if s.get("is_closed")}
-
-    def effect(self, issue: dict[str, Any], key: str) -> Effect:
-        status = issue.get("status") or {}
-        closed = bool(status.get("is_closed")) or int(status.get("id", 0)) in self.closed
-        state = f"issue {issue['id']} {status.get('name', '?')}"
-        return Effect(TICKETS, key, str(issue["id"]), not closed, state)
-
-
-def _markers(issue: dict[str, Any]) -> list[str]:
-    from compensations.tickets import MARKER_PREFIX
-
-    lines = str(issue.get("description") or "").splitlines()
-    return [
-        ln.strip()[len(MARKER_PREFIX) :].strip()
-        for ln in lines
-        if ln.strip().startswith(MARKER_PREFIX)
-    ]
-
-
-async def _tickets(
-    settings: Settings, prefix: str
-) -> tuple[Holdings, _Redmine | None, httpx.AsyncClient | None]:
-    from compensations.tickets import HTTP_TIMEOUT, MARKER_PREFIX
-
-    if not (settings.redmine_url and settings.redmine_api_key):
-        check = SystemCheck(system=TICKETS, where="-", checked=False, note="Redmine not configured")
-        return Holdings(check), None, None
-    where = f"{settings.redmine_url} project {settings.redmine_project}"
-    held = Holdings(SystemCheck(system=TICKETS, where=where, checked=True))
-    http = httpx.AsyncClient(
-        base_url=settings.redmine_url,
-        headers={"X-Redmine-API-Key": settings.redmine_api_key},
-        timeout=HTTP_TIMEOUT,
-    )
-    redmine = _Redmine(http)
-    await redmine.load_statuses()
-    offset = 0
-    while True:
-        body = await redmine.get(
-            "/issues.json",
-            httpx.QueryParams(
-                [
-                    ("project_id", settings.redmine_project),
-                    ("f[]", "status_id"),
-                    ("op[status_id]", "*"),
-                    ("f[]", "description"),
-                    ("op[description]", "~"),
-                    ("v[description][]", MARKER_PREFIX.strip()),
-                    ("sort", "id"),
-                    ("limit", PAGE),
-                    ("offset", offset),
-                ]
-            ),
-        )
-        if body is None:
-            held.check.checked = False
-            held.check.note = f"no project {settings.redmine_project!r} (or no access)"
-            break
-        issues = body.get("issues", [])
-        for issue in issues:
-            for key in _markers(issue):
-                effect = redmine.effect(issue, key)
-                held.by_id[effect.external_id] = effect
-                if key.startswith(prefix):
-                    held.keyed.append(effect)
-        offset += len(issues)
-        if not issues or offset >= int(body.get("total_count", 0)):
-            break
-    return held, redmine, http
-
-
-async def _lookup(system: str, external_id: str, ctx: Any) -> Effect | None:
-    """A recorded external id not among the listed effects, asked for directly."""
-    if system == PAYMENTS:
-        import stripe
-
-        from compensations.payments import key_of
-
-        client: stripe.StripeClient = ctx
-        try:
-            pi = await client.v1.payment_intents.retrieve_async(external_id)
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404:
-                return None
-            raise
-        return Effect(
-            PAYMENTS, key_of(pi) or "", pi.id, pi.status != "canceled", f"{pi.id} {pi.status}"
-        )
-    if system == TICKETS and ctx is not None and external_id.isdigit():
-        redmine: _Redmine = ctx
-        body = await redmine.get(f"/issues/{external_id}.json")
-        issue = (body or {}).get("issue")
-        if isinstance(issue, dict):
-            keys = _markers(issue)
-            return redmine.effect(issue, keys[0] if keys else "")
-    return None
 
 
 # -- judging -----------------------------------------------------------------------------
@@ -427,34 +240,33 @@ def _read_ledger(settings: Settings) -> tuple[list[StepSnapshot], list[dict[str,
         ledger.close()
 
 
-async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport:
-    """Compare the ledger with Stripe, the inventory database and Redmine (if configured).
+async def reconcile(
+    settings: Settings, *, saga_prefix: str = "", actions: Iterable[str] | None = None
+) -> DriftReport:
+    """Compare the ledger with every system that registered a reader (Stripe, the
+    inventory database and Redmine, if configured, for the bundled ones).
 
     ``saga_prefix`` narrows both sides to sagas whose id starts with it (an environment's
-    or a test run's sagas on shared systems). Read-only towards the systems.
+    or a test run's sagas on shared systems); ``actions`` to the readers of these
+    actions. Read-only towards the systems.
     """
     all_steps, all_sagas = await asyncio.to_thread(_read_ledger, settings)
     steps = [s for s in all_steps if s.saga_id.startswith(saga_prefix)]
     sagas = {str(s["saga_id"]): s for s in all_sagas if str(s["saga_id"]).startswith(saga_prefix)}
     saga_status = {sid: str(s["status"]) for sid, s in sagas.items()}
-    by_system: dict[str, list[StepSnapshot]] = defaultdict(list)
-    for step in steps:
-        system = ACTIONS.get(step.action)
-        if system is not None:
-            by_system[system].append(step)
-
-    from compensations.payments import stripe_client
-
-    payments = await _payments(settings, saga_prefix)
-    inventory = await _inventory(settings, saga_prefix)
-    tickets, redmine, http = await _tickets(settings, saga_prefix)
-    contexts: dict[str, Any] = {PAYMENTS: stripe_client(settings), TICKETS: redmine}
+    catalog.load_systems(settings)
+    actions_of: dict[ReaderFactory, list[str]] = defaultdict(list)
+    wanted = None if actions is None else set(actions)
+    for action, factory in catalog.readers().items():
+        if wanted is None or action in wanted:
+            actions_of[factory].append(action)
     drift: list[Drift] = []
     checks: list[SystemCheck] = []
-    try:
-        for held in (payments, inventory, tickets):
-            system = held.check.system
-            mine = by_system[system]
+    for factory, actions in actions_of.items():
+        reader = factory(settings)
+        try:
+            held = await _holdings(reader, saga_prefix)
+            mine = [s for s in steps if s.action in actions]
             held.check.steps = len(mine)
             held.check.effects = len(held.keyed)
             checks.append(held.check)
@@ -465,13 +277,12 @@ async def reconcile(settings: Settings, *, saga_prefix: str = "") -> DriftReport
             for step in mine:  # recorded ids the listing did not show (e.g. other project)
                 ext = step.external_id
                 if ext and ext not in held.by_id and step.status == StepStatus.SUCCEEDED:
-                    found = await _lookup(system, ext, contexts.get(system))
+                    found = await reader.lookup(ext)
                     if found is not None:
                         held.by_id[ext] = found
-            drift += judge(system, mine, held, saga_status)
-    finally:
-        if http is not None:
-            await http.aclose()
+            drift += judge(reader.system, mine, held, saga_status)
+        finally:
+            await reader.aclose()
 
     stuck_steps: dict[str, list[StuckStep]] = defaultdict(list)
     for step in steps:

@@ -45,8 +45,10 @@ class Settings(BaseSettings):
         "own limit is 20).",
     )
     activities: str = Field(
-        "activities:build_activities",
-        description="`module:function` that returns the worker's activities, given settings.",
+        "activities:build_activities,compensations:build_compensations",
+        description="`module:function` that returns the worker's activities, given "
+        "settings; a comma list of them is joined (the default: the systems' forward "
+        "activities, then their compensations).",
     )
     faults: str = Field(
         "",

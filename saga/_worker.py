@@ -33,6 +33,7 @@ from saga._policy import Policy
 from saga._problems import read_policy_file
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
+from saga._systems import activity_sources
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
 from saga._workflow import RECORD_SAGA, WORKER_CAPABILITIES, SagaWorkflow
 from saga.planner._agent_settings import AgentSettings, agents_plugin
@@ -145,10 +146,13 @@ async def close_activities(activities: Sequence[Callable[..., Any]]) -> None:
 
 
 def load_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """Import the configured `module:function` and ask it for the activities."""
-    module_name, _, func_name = settings.activities.partition(":")
-    build = getattr(importlib.import_module(module_name), func_name or "build_activities")
-    return list(build(settings))
+    """Import each configured `module:function` and ask it for its activities (the
+    default builds the systems' forward activities, then their compensations)."""
+    acts: list[Callable[..., Any]] = []
+    for module_name, func_name in activity_sources(settings):
+        build = getattr(importlib.import_module(module_name), func_name)
+        acts += build(settings)
+    return acts
 
 
 def create_worker(
@@ -184,6 +188,8 @@ def create_worker(
     if ledger.keys is None:
         ledger.keys = keys
     acts = list(load_activities(settings) if activities is None else activities)
+    # A compensable action this worker runs must have its undo declared.
+    catalog.check_compensations(activity_name(fn) for fn in acts)
     if workflows and activities is not None and not acts:
         # A workflow-only worker: its one activity runs locally, so it must not poll the
         # queue's activity tasks, or it would take (and fail) steps it cannot run.

@@ -42,11 +42,15 @@ PUBLIC = {
     "Step",
     "StepAlreadyCompensated",
     "StepContext",
+    "StepOptions",
+    "StepResult",
     "StepSnapshot",
     "StepState",
     "StepStatus",
     "catalog",
+    "compensable",
     "compensated_by",
+    "compensates",
     "connect",
     "create_worker",
     "current_step",
@@ -86,7 +90,7 @@ def test_errors_share_one_root() -> None:
 
 
 def test_catalog_describes_itself_as_json_schema() -> None:
-    import activities  # noqa: F401  (declares the real systems' actions)
+    import compensations  # noqa: F401  (declares the real systems' actions and undo)
 
     described = {a["action"]: a for a in catalog.json_schema()["actions"]}
     charge = described["payments.charge"]

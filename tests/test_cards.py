@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import stripe
 
-import activities  # noqa: F401  (declares payments.charge)
+import compensations  # noqa: F401  (declares payments.charge and its refund)
 from saga import PlanRejected, SagaInput, Settings, catalog, validate_plan
 from saga._cards import CardRefused, card_numbers_in, tokenize_cards
 from saga.dev._localstripe import LocalStripe, publish_url
@@ -130,7 +130,7 @@ async def test_cli_start_with_an_unusable_card_starts_nothing(stack: Stack, tmp_
     sid = unique("card")
     env = cli_env(
         stack,
-        SAGA_ACTIVITIES="activities:build_activities",
+        SAGA_ACTIVITIES="activities:build_activities,compensations:build_compensations",
         SAGA_STRIPE_API_KEY="sk_test_x",
         SAGA_STRIPE_API_BASE="http://127.0.0.1:9",
     )

@@ -295,7 +295,7 @@ def _listening() -> socket.socket:
             ["worker"],
             {
                 "SAGA_INVENTORY_URL": UNREACHABLE_PG,
-                "SAGA_ACTIVITIES": "activities:build_activities",
+                "SAGA_ACTIVITIES": "activities:build_activities,compensations:build_compensations",
             },
             "SAGA_INVENTORY_URL: cannot use postgresql+psycopg://saga:***@127.0.0.1:1/ledger",
             id="inventory-unreachable",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import activities  # noqa: F401  (declares the real systems' actions)
+import compensations  # noqa: F401  (declares the real systems' actions and undo)
 from saga import (
     ActionSpec,
     Amount,

@@ -24,12 +24,19 @@ import pytest
 from sqlalchemy import delete
 from temporalio.client import Client
 
-from activities import build_activities
-from activities.inventory import ReserveInput, reserve
-from compensations.inventory import Reservation
-from compensations.payments import metadata_for
-from compensations.tickets import marker
-from saga import Ledger, SagaResult, SagaStatus, create_worker, free_port, start_saga, wait_saga
+from activities.inventory import Reservation, ReserveInput, reserve
+from activities.payments import metadata_for
+from activities.tickets import marker
+from saga import (
+    Ledger,
+    SagaResult,
+    SagaStatus,
+    create_worker,
+    free_port,
+    load_activities,
+    start_saga,
+    wait_saga,
+)
 from saga._reconcile import DriftKind, DriftReport, reconcile, render
 from saga.dev._localstripe import LocalStripe
 from tests.bench.chaos_soak import GOOD_CARD, World, world
@@ -109,7 +116,7 @@ async def recon(
         ) as w:
             ledger = Ledger(w.settings.ledger_url())
             try:
-                acts = build_activities(w.settings)
+                acts = load_activities(w.settings)
                 async with create_worker(client, w.settings, ledger, activities=acts):
                     yield Recon(w, ledger, client, w.product(stock=1000))
             finally:

@@ -29,12 +29,14 @@ class UsageError(Refused):
 
 
 def load_catalog(settings: Settings) -> None:
-    """Import the configured activities module so its actions are in the catalog."""
-    module = settings.activities.partition(":")[0]
-    try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise UsageError(f"SAGA_ACTIVITIES: cannot import {module!r} ({exc})") from None
+    """Import the configured activities modules so their actions are in the catalog."""
+    from saga._systems import activity_sources
+
+    for module, _ in activity_sources(settings):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"SAGA_ACTIVITIES: cannot import {module!r} ({exc})") from None
 
 
 def load_activities(settings: Settings) -> list[Callable[..., Any]]:

@@ -17,14 +17,13 @@ from saga.dev._examples import read_example
 REQUEST = "order 2 blue mugs for ana@example.com and charge her card"
 
 
-def _stock(settings: Settings, sku: str) -> int | None:
-    from activities.inventory import make_engine, stock_of
+def _stock(settings: Settings, sku: str) -> object:
+    """What the inventory system shows of ``sku`` (its stock), through its seeding hook."""
+    from saga._catalog import catalog
 
-    engine = make_engine(settings.inventory_db_url())
-    try:
-        return stock_of(engine, sku)
-    finally:
-        engine.dispose()
+    catalog.load_systems(settings)
+    seed = catalog.seeds().get("inventory")
+    return None if seed is None or seed.show is None else seed.show(settings, sku)
 
 
 def _summary(result: SagaResult) -> str:

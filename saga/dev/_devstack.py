@@ -123,16 +123,11 @@ class MailServer:
 
 
 def prepare_inventory(settings: Settings) -> None:
-    """Create the inventory schema and add the sample products (idempotent)."""
-    # The dev stack wires up the systems; the engine itself never imports them.
-    from activities.inventory import create_schema, make_engine, seed_products
+    """Prepare the configured systems for the dev stack (the inventory: its schema and
+    sample products), through the seeding each system registers; idempotent."""
+    from saga._catalog import catalog
 
-    engine = make_engine(settings.inventory_db_url())
-    try:
-        create_schema(engine)
-        seed_products(engine)
-    finally:
-        engine.dispose()
+    catalog.prepare_systems(settings)
 
 
 @contextlib.asynccontextmanager

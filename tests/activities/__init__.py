@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+import compensations.inventory
+import compensations.tickets
 from activities import inventory, notify, tickets
 from activities.inventory import ProductInfo, create_schema, make_engine, seed_products
 from saga import Ledger, SagaResult, Settings, create_worker, start_saga, wait_saga
@@ -70,9 +72,13 @@ async def systems_worker(
     ledger = Ledger(settings.ledger_url())
     engine = make_engine(inventory_url)
     create_schema(engine)
-    acts = inventory.build(settings) + notify.build(settings)
+    acts = [
+        *inventory.build(settings),
+        *compensations.inventory.build(settings),
+        *notify.build(settings),
+    ]
     if with_tickets:  # Redmine is not configured in these settings
-        acts += tickets.build(settings)
+        acts += tickets.build(settings) + compensations.tickets.build(settings)
     try:
         async with create_worker(client, settings, ledger, activities=acts):
             yield Systems(client, settings, ledger, engine)

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.inventory import (
     SAMPLE_PRODUCTS,
+    ReservationStatus,
     ReserveInput,
     create_schema,
     make_engine,
@@ -21,7 +22,7 @@ from activities.inventory import (
     seed_products,
     stock_of,
 )
-from compensations.inventory import ReservationStatus, release_reservation
+from compensations.inventory import release_reservation
 from saga import CompensationStatus, SagaStatus, StepStatus, idempotency_key
 from saga._settings import Settings
 from saga.dev._devstack import prepare_inventory

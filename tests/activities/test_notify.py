@@ -8,9 +8,8 @@ from email.message import EmailMessage
 import pytest
 from temporalio.client import Client
 
-from activities.inventory import reservations_of, stock_of
+from activities.inventory import ReservationStatus, reservations_of, stock_of
 from activities.notify import message_id
-from compensations.inventory import ReservationStatus
 from saga import (
     OperatorAction,
     SagaStatus,

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from activities.inventory import (
     ProductInfo,
+    ReservationStatus,
     create_schema,
     make_engine,
     reservations_of,
@@ -28,7 +29,6 @@ from activities.inventory import (
     stock_of,
 )
 from activities.notify import message_id
-from compensations.inventory import ReservationStatus
 from saga import (
     SagaResult,
     SagaStatus,
@@ -102,7 +102,7 @@ async def world(stack: Stack, localstripe: LocalStripe, tmp_path: Path) -> Async
     )
     async with ControlledMailServer(free_port(), tmp_path / "mail") as mail:
         env = {
-            "SAGA_ACTIVITIES": "activities:build_activities",
+            "SAGA_ACTIVITIES": "activities:build_activities,compensations:build_compensations",
             "SAGA_STRIPE_API_KEY": STRIPE_KEY,
             "SAGA_STRIPE_API_BASE": localstripe.url,
             "SAGA_INVENTORY_URL": url,

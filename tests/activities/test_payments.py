@@ -19,8 +19,9 @@ from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateFailedError
 
+import compensations.payments
 from activities import payments
-from compensations.payments import find_intent, metadata_for
+from activities.payments import find_intent, metadata_for
 from saga import (
     Ledger,
     Policy,
@@ -126,7 +127,11 @@ async def payments_worker(
         policy_file=policy_file,
     )
     ledger = Ledger(settings.ledger_url())
-    acts = payments.build(settings) + effects.build_activities(settings)
+    acts = [
+        *payments.build(settings),
+        *compensations.payments.build(settings),
+        *effects.build_activities(settings),
+    ]
     counter = stripe.StripeClient(
         API_KEY, base_addresses={"api": server.url}, max_network_retries=0
     )

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 import activities.tickets as tickets
+import compensations.tickets
 from saga import Ledger, SagaResult, SagaStatus, Settings, create_worker, start_saga, wait_saga
 from tests import effects
 from tests.conftest import eventually, unique
@@ -53,11 +54,12 @@ async def _worker(
         **overrides,
     )
     ledger = Ledger(settings.ledger_url())
-    ticket_acts = tickets.build(settings)
+    ticket_acts = tickets.build(settings) + compensations.tickets.build(settings)
     acts = ticket_acts + effects.build_activities(settings)
     async with create_worker(client, settings, ledger, activities=acts):
         yield TicketStack(client, settings, ledger, ticket_acts[0])
-    await ticket_acts[0].__self__.redmine.aclose()  # type: ignore[attr-defined]
+    for act in ticket_acts:
+        await act.__self__.redmine.aclose()  # type: ignore[attr-defined]
     ledger.close()
 
 

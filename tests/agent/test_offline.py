@@ -9,10 +9,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
-import activities.inventory
-import activities.notify
-import activities.payments
-import activities.tickets  # noqa: F401  (the bundled example catalog)
+import compensations  # noqa: F401  (the bundled example catalog)
 from saga import SagaStatus, Settings, connect
 from saga._policy import Policy
 from saga._worker import with_agents_plugin

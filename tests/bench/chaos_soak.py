@@ -49,13 +49,13 @@ from temporalio.service import RPCError  # noqa: E402
 
 from activities.inventory import (  # noqa: E402
     ProductInfo,
+    Reservation,
     create_schema,
     make_engine,
     seed_products,
     stock_of,
 )
-from compensations.inventory import Reservation  # noqa: E402
-from compensations.tickets import MARKER_PREFIX  # noqa: E402
+from activities.tickets import MARKER_PREFIX  # noqa: E402
 from saga import (  # noqa: E402
     PayloadKeys,
     SagaResult,
@@ -119,7 +119,7 @@ class World:
             SAGA_REDMINE_URL=s.redmine_url or "",
             SAGA_REDMINE_API_KEY=s.redmine_api_key or "",
             SAGA_REDMINE_PROJECT=s.redmine_project,
-            SAGA_ACTIVITIES="activities:build_activities",
+            SAGA_ACTIVITIES="activities:build_activities,compensations:build_compensations",
             SAGA_FAULTS="",
         )
         env.update(extra)

@@ -39,6 +39,7 @@ from temporalio.openai_agents.testing import ResponseBuilders
 from temporalio.testing import WorkflowEnvironment
 
 import activities
+import compensations
 from saga import (
     CompensationStatus,
     Ledger,
@@ -373,8 +374,13 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """The production systems' activities and the test systems' (effects, money)."""
-    return [*activities.build_activities(settings), *money.build_activities(settings)]
+    """The production systems' activities and their compensations, and the test
+    systems' (effects, money)."""
+    return [
+        *activities.build_activities(settings),
+        *compensations.build_compensations(settings),
+        *money.build_activities(settings),
+    ]
 
 
 async def record(names: Sequence[str], folder: Path = FOLDER) -> None:

@@ -1,0 +1,1 @@
+"""The recipe system\x27s forward side."""
