@@ -1,8 +1,9 @@
 """The tickets system, and its action `tickets.create`: open a Redmine issue.
 
-This module is the system's home: the action's models, :class:`Redmine` (the few REST
-calls the system makes, and its error mapping), the marker that ties an issue to its
-step, and the forward action. Its undo (closing or deleting the issue) is in
+This module is the system's home: the action's models, the marker that ties an issue
+to its step, the forward action and the reconciliation reader. :class:`Redmine` (the
+few REST calls the system makes, and their error mapping) sits beside it in
+`activities/_redmine.py`, only for size. Its undo (closing or deleting the issue) is in
 `compensations/tickets.py`.
 
 Redmine has no idempotency keys. The ticket's description ends with the line
@@ -20,7 +21,6 @@ that a slow Redmine does not cause such a retry in the first place.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,13 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from activities._redmine import (
+    CREATE_TIMEOUT,
+    SEARCH_LIMIT,
+    Redmine,
+    as_dict,
+    redmine_client,
+)
 from saga import (
     Effect,
     Settings,
@@ -55,22 +62,11 @@ __all__ = [
 ]
 
 MARKER_PREFIX = "saga-key: "
-HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-CREATE_TIMEOUT = httpx.Timeout(45.0, connect=5.0)
-"""Creating waits longer than other calls: giving up on a create that Redmine is still
-processing is what makes a retry race it (the activity's own timeout is 60 s)."""
-SEARCH_LIMIT = 100
 
 
 def marker(idempotency_key: str) -> str:
     """The description line that ties a Redmine issue to its saga step."""
     return f"{MARKER_PREFIX}{idempotency_key}"
-
-
-def carries_marker(issue: dict[str, Any], line: str) -> bool:
-    """Whether the issue's description has ``line`` as one of its lines, exactly."""
-    description = issue.get("description") or ""
-    return any(part.strip() == line for part in str(description).splitlines())
 
 
 # -- the action's models ---------------------------------------------------------------
@@ -103,177 +99,6 @@ class TicketInput(BaseModel):
 class TicketResult(StepResult):
     external_id: str = Field(description="The Redmine issue id.")
     url: str = Field(description="Where people see the ticket.")
-
-
-# -- the REST calls --------------------------------------------------------------------
-class Redmine:
-    """Redmine's REST API over an authenticated client (base URL and API key header).
-
-    Errors: a 4xx answer (validation, unknown project, bad key) raises a non-retryable
-    ``ApplicationError(type="TicketRejected")`` carrying Redmine's own messages; 408,
-    429 and 5xx answers, timeouts and connection errors propagate as retryable
-    exceptions. Temporal's retry policy is the only retry layer.
-    """
-
-    def __init__(self, http: httpx.AsyncClient | None, public_url: str = "") -> None:
-        self.http = http
-        self.public_url = public_url.rstrip("/")
-        self._closed_status: int | None = None
-        self._closed_ids: frozenset[int] = frozenset()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client's connections (the worker's owner calls it at shutdown)."""
-        if self.http is not None:
-            await self.http.aclose()
-
-    def issue_url(self, issue_id: int | str) -> str:
-        return f"{self.public_url}/issues/{issue_id}"
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        params: httpx.QueryParams | None = None,
-        missing_ok: bool = False,
-        http_timeout: httpx.Timeout | None = None,
-    ) -> dict[str, Any] | None:
-        """One REST call; its JSON body (``{}`` when empty), or None for a 404 if allowed."""
-        if self.http is None:
-            raise ApplicationError(
-                "Redmine is not configured: set SAGA_REDMINE_URL and SAGA_REDMINE_API_KEY",
-                type="TicketsNotConfigured",
-                non_retryable=True,
-            )
-        response = await self.http.request(
-            method, path, json=json, params=params, timeout=http_timeout or self.http.timeout
-        )
-        if response.status_code == 404 and missing_ok:
-            return None
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            response.raise_for_status()  # transient: Temporal retries the activity
-        if response.status_code >= 400:
-            raise ApplicationError(
-                f"Redmine refused {method} {path} (HTTP {response.status_code}): "
-                + "; ".join(_errors(response)),
-                type="TicketRejected",
-                non_retryable=True,
-            )
-        if not response.content.strip():
-            return {}
-        body = response.json()
-        return body if isinstance(body, dict) else {}
-
-    async def issue(self, issue_id: str) -> dict[str, Any] | None:
-        """The issue with this id, or None when there is none (deleted, never made)."""
-        if not issue_id.isdigit():
-            return None
-        body = await self.call("GET", f"/issues/{issue_id}.json", missing_ok=True)
-        return None if body is None else _dict(body.get("issue"))
-
-    async def find(self, issue_id: str | None, line: str) -> dict[str, Any] | None:
-        """The step's issue: by the id the ledger holds first, else by its marker line.
-
-        An id from the ledger is trusted as is (people may edit the description), and
-        only a missing issue falls back to the marker search.
-        """
-        if issue_id:
-            issue = await self.issue(issue_id)
-            if issue is not None:
-                return issue
-        return await self.find_by_marker(line)
-
-    async def find_by_marker(self, line: str) -> dict[str, Any] | None:
-        """The oldest issue, open or closed, in any project, whose description has ``line``."""
-        matches = await self.issues_with_marker(line)
-        return matches[0] if matches else None
-
-    async def issues_with_marker(self, line: str) -> list[dict[str, Any]]:
-        """Every issue, open or closed, whose description has ``line``, oldest first."""
-        body = await self.call(
-            "GET",
-            "/issues.json",
-            params=httpx.QueryParams(
-                [
-                    ("f[]", "status_id"),
-                    ("op[status_id]", "*"),
-                    ("f[]", "description"),
-                    ("op[description]", "~"),
-                    ("v[description][]", line),
-                    ("sort", "id"),
-                    ("limit", SEARCH_LIMIT),
-                ]
-            ),
-        )
-        issues = [_dict(i) for i in (body or {}).get("issues", [])]
-        # `~` is a LIKE on words: keep only issues with exactly this line.
-        return [i for i in issues if carries_marker(i, line)]
-
-    async def remove_duplicate(self, issue_id: str, original: str) -> None:
-        """Delete a second ticket of a step; where deleting is refused, close it instead,
-        with a note naming the original."""
-        try:
-            await self.delete(issue_id)
-        except ApplicationError:
-            await self.close(
-                issue_id,
-                f"Closed automatically: a duplicate of #{original}, "
-                "opened twice by a retried saga step.",
-            )
-
-    async def delete(self, issue_id: str) -> None:
-        """Delete the issue (one already gone counts as deleted)."""
-        await self.call("DELETE", f"/issues/{issue_id}.json", missing_ok=True)
-
-    async def close(self, issue_id: str, note: str) -> None:
-        """Move the issue to the Closed status, with ``note`` in its journal."""
-        await self.call(
-            "PUT",
-            f"/issues/{issue_id}.json",
-            json={"issue": {"status_id": await self.closed_status_id(), "notes": note}},
-        )
-
-    async def closed_status_id(self) -> int:
-        """The id of the status named Closed (or else the first closed status)."""
-        if self._closed_status is None:
-            body = await self.call("GET", "/issue_statuses.json")
-            statuses = [_dict(s) for s in (body or {}).get("issue_statuses", [])]
-            closed = [s for s in statuses if s.get("is_closed")]
-            if not closed:
-                raise ApplicationError(
-                    "Redmine has no closed issue status",
-                    type="TicketRejected",
-                    non_retryable=True,
-                )
-            named = [s for s in closed if str(s.get("name", "")).lower() == "closed"]
-            self._closed_status = int((named or closed)[0]["id"])
-            self._closed_ids = frozenset(int(s["id"]) for s in closed)
-        return self._closed_status
-
-    async def is_closed(self, issue: dict[str, Any]) -> bool:
-        """Whether the issue's status is a closed one (issue lists omit ``is_closed``)."""
-        status = _dict(issue.get("status"))
-        if "is_closed" in status:
-            return bool(status["is_closed"])
-        await self.closed_status_id()
-        return int(status.get("id", 0)) in self._closed_ids
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _errors(response: httpx.Response) -> list[str]:
-    """Redmine's own error messages (``{"errors": [...]}``), or the status text."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if isinstance(errors, list) and errors:
-        return [str(e) for e in errors]
-    return [response.reason_phrase or f"HTTP {response.status_code}"]
 
 
 class TicketActivities:
@@ -392,19 +217,6 @@ class TicketActivities:
         )
 
 
-def redmine_client(settings: Settings) -> Redmine:
-    """The Redmine that `settings` names; one without a URL and key answers every call
-    with a non-retryable ``TicketsNotConfigured``."""
-    http = None
-    if settings.redmine_url and settings.redmine_api_key:
-        http = httpx.AsyncClient(
-            base_url=settings.redmine_url,
-            headers={"X-Redmine-API-Key": settings.redmine_api_key},
-            timeout=HTTP_TIMEOUT,
-        )
-    return Redmine(http, settings.redmine_url or "")
-
-
 def build(settings: Settings) -> list[Callable[..., Any]]:
     """`tickets.create`, on the Redmine that `settings` names (a client of its own).
 
@@ -417,9 +229,6 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
 
 
 # -- what reconciliation reads -----------------------------------------------------------
-READ_TRIES = 5
-
-
 def markers_of(issue: dict[str, Any]) -> list[str]:
     """The idempotency keys an issue's description carries (its ``saga-key:`` lines)."""
     lines = str(issue.get("description") or "").splitlines()
@@ -438,51 +247,28 @@ class TicketsReader:
 
     def __init__(self, settings: Settings) -> None:
         self._project = settings.redmine_project
-        self._http: httpx.AsyncClient | None = None
+        self._redmine = redmine_client(settings)
         self.where = "-"
-        if settings.redmine_url and settings.redmine_api_key:
+        if self._redmine.http is not None:
             self.where = f"{settings.redmine_url} project {settings.redmine_project}"
-            self._http = httpx.AsyncClient(
-                base_url=settings.redmine_url,
-                headers={"X-Redmine-API-Key": settings.redmine_api_key},
-                timeout=HTTP_TIMEOUT,
-            )
         self._closed: set[int] = set()
 
-    async def _get(self, path: str, params: Any = None) -> dict[str, Any] | None:
-        assert self._http is not None
-        for attempt in range(READ_TRIES):
-            try:
-                response = await self._http.get(path, params=params)
-            except httpx.TransportError:
-                if attempt == READ_TRIES - 1:
-                    raise
-            else:
-                if response.status_code < 500 or attempt == READ_TRIES - 1:
-                    break
-            await asyncio.sleep(0.5 * 2**attempt)
-        if response.status_code in (403, 404):
-            return None
-        response.raise_for_status()
-        body = response.json()
-        return body if isinstance(body, dict) else None
-
     def _effect(self, issue: dict[str, Any], key: str) -> Effect:
-        status = _dict(issue.get("status"))
+        status = as_dict(issue.get("status"))
         closed = bool(status.get("is_closed")) or int(status.get("id", 0)) in self._closed
         state = f"issue {issue['id']} {status.get('name', '?')}"
         return Effect(self.system, key, str(issue["id"]), not closed, state)
 
     async def effects(self, saga_prefix: str) -> list[Effect]:
-        if self._http is None:
+        if self._redmine.http is None:
             raise SystemUnavailable("Redmine not configured")
-        body = await self._get("/issue_statuses.json") or {}
+        body = await self._redmine.read("/issue_statuses.json") or {}
         statuses = body.get("issue_statuses", [])
         self._closed = {int(s["id"]) for s in statuses if s.get("is_closed")}
         found: list[Effect] = []
         offset = 0
         while True:
-            page = await self._get(
+            page = await self._redmine.read(
                 "/issues.json",
                 httpx.QueryParams(
                     [
@@ -507,17 +293,16 @@ class TicketsReader:
                 return found
 
     async def lookup(self, external_id: str) -> Effect | None:
-        if self._http is None or not external_id.isdigit():
+        if self._redmine.http is None or not external_id.isdigit():
             return None
-        issue = (await self._get(f"/issues/{external_id}.json") or {}).get("issue")
+        issue = (await self._redmine.read(f"/issues/{external_id}.json") or {}).get("issue")
         if not isinstance(issue, dict):
             return None
         keys = markers_of(issue)
         return self._effect(issue, keys[0] if keys else "")
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self._redmine.aclose()
 
 
 catalog.add_reader("tickets.create", TicketsReader)
