@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from saga._agent import NO_VALID_PLAN, plan_with_agent
-    from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
+    from saga._catalog import ActionKind, catalog
     from saga._compensations import Compensations, Operator, finish
     from saga._errors import PlanRejected, PolicyBreached
     from saga._limits import saga_input_problems
@@ -34,11 +34,12 @@ with workflow.unsafe.imports_passed_through():
         SagaResult,
         SagaStatus,
         StepEdit,
+        StepSpec,
         StepState,
         StepStatus,
         WorkerCapabilities,
     )
-    from saga._plan import check_plan, with_args
+    from saga._plan import check_plan, step_specs, with_args
     from saga._policy import Policy, needs_approval, plan_hash, stricter
     from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
 
@@ -89,6 +90,8 @@ class SagaWorkflow:
         self._cancel_requested = False
         self._policy = inp.policy
         self._input = inp
+        self._specs: dict[str, StepSpec] = {}
+        """Each step's spec, resolved from the catalog with the plan it checked."""
 
     # -- live state and operator updates ---------------------------------------------
     @workflow.query
@@ -192,6 +195,7 @@ class SagaWorkflow:
             return self._reject(exc.problems, "plan breaks the policy")
         except PlanRejected as exc:
             return self._reject(exc.problems, "plan rejected")
+        self._specs = step_specs(plan, catalog)
         self._state.plan = plan
         self._state.plan_hash = plan_hash(plan)
         return plan
@@ -273,6 +277,7 @@ class SagaWorkflow:
         """Change one step's arguments (within catalog and policy); approval starts over."""
         assert self._state.plan is not None
         self._state.plan = self._edited(edit)
+        self._specs = step_specs(self._state.plan, catalog)
         self._state.plan_hash = plan_hash(self._state.plan)
         return self._state
 
@@ -314,14 +319,13 @@ class SagaWorkflow:
 
     async def _run_step(self, step_id: str) -> None:
         state = self._steps[step_id]
-        spec = catalog.get(state.action)
-        assert spec is not None  # validated
+        spec = self._specs[step_id]
         if spec.kind is ActionKind.COMPENSABLE:
             self._compensations.add(step_id)  # registered before the step runs
             state.compensation = CompensationStatus.REGISTERED
         state.status = StepStatus.RUNNING
         try:
-            if spec is WAIT or spec.name == WAIT.name:
+            if spec.timer:
                 await workflow.sleep(timedelta(seconds=float(state.args["seconds"])))
                 result: Any = None
             else:
@@ -341,7 +345,7 @@ class SagaWorkflow:
             ext = result.get("external_id")
             state.external_id = None if ext is None else str(ext)
 
-    async def _execute(self, spec: ActionSpec, state: StepState) -> Any:
+    async def _execute(self, spec: StepSpec, state: StepState) -> Any:
         """The step's activity. A step parked as uncertain (it may have taken effect and
         must not be repeated unasked) waits for an operator: confirmed, it counts as done
         (result None); retried, it runs again as a new round with its own activity id."""
@@ -350,14 +354,14 @@ class SagaWorkflow:
         while True:
             try:
                 return await workflow.execute_activity(
-                    spec.activity_name,
+                    spec.activity,
                     state.args,
                     activity_id=activity_id,
                     start_to_close_timeout=spec.start_to_close_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
                     # The ledger interceptor spends the retry budget on real failures
                     # only; attempts lost with a dead worker are retried without a cap.
-                    retry_policy=unbounded(spec.retry_policy),
+                    retry_policy=spec.retry.unbounded(),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
             except ActivityError as exc:
@@ -381,8 +385,8 @@ class SagaWorkflow:
 
     async def _compensate(self, step_id: str) -> None:
         state = self._steps[step_id]
-        spec = catalog.get(state.action)
-        assert spec is not None and spec.compensation is not None
+        spec = self._specs[step_id]
+        assert spec.compensation is not None
         round_ = 0
         while True:
             round_ += 1
@@ -394,12 +398,12 @@ class SagaWorkflow:
                     activity_id=f"{step_id}{COMPENSATE}{round_}",
                     start_to_close_timeout=spec.compensation_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
-                    retry_policy=unbounded(spec.compensation_retry_policy),
+                    retry_policy=spec.compensation_retry.unbounded(),
                 )
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
                 state.compensation_error = _cause(exc)
-                state.compensation_attempts += spec.compensation_retry_policy.maximum_attempts
+                state.compensation_attempts += spec.compensation_retry.maximum_attempts
                 if not await self._await_operator(step_id):
                     continue
                 return
