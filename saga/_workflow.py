@@ -41,7 +41,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from saga._plan import check_plan, step_specs, with_args
     from saga._policy import Policy, needs_approval, plan_hash, stricter
-    from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
+    from saga._step_context import DELIVERY_UNCERTAIN
+    from saga._step_header import COMPENSATE, RESEND, StepHeader, start_step
 
 RECORD_SAGA = "record_saga_outcome"
 WORKER_CAPABILITIES = "saga_worker_capabilities"
@@ -353,9 +354,10 @@ class SagaWorkflow:
         round_ = 0
         while True:
             try:
-                return await workflow.execute_activity(
+                return await start_step(
+                    StepHeader.forward(spec, round_),
                     spec.activity,
-                    state.args,
+                    arg=state.args,
                     activity_id=activity_id,
                     start_to_close_timeout=spec.start_to_close_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
@@ -392,7 +394,8 @@ class SagaWorkflow:
             round_ += 1
             state.compensation = CompensationStatus.RUNNING
             try:
-                await workflow.execute_activity(
+                await start_step(
+                    StepHeader.compensation(spec, round_),
                     spec.compensation,
                     args=[state.args, state.result],
                     activity_id=f"{step_id}{COMPENSATE}{round_}",
