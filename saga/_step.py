@@ -40,9 +40,10 @@ from saga._catalog import Catalog, Delivery, catalog
 from saga._errors import StepAlreadyCompensated
 from saga._ledger import Ledger
 from saga._models import Retry
-from saga._step_context import DELIVERY_UNCERTAIN, StepContext, _current, current_step, uncertain
+from saga._step_context import StepContext, _current, current_step, uncertain
 from saga._step_header import (
     COMPENSATE,
+    DELIVERY_UNCERTAIN,
     RESEND,
     StepHeader,
     StepHeaderInbound,

@@ -17,10 +17,7 @@ from temporalio.exceptions import ApplicationError
 from saga._catalog import Delivery
 from saga._errors import SagaError
 from saga._ledger import Ledger, StepRow, StepSnapshot
-
-DELIVERY_UNCERTAIN = "DeliveryUncertain"
-"""Error type of an at-most-once step that an earlier attempt may have delivered; its
-details are the evidence (a dict) and the external id the attempt recorded."""
+from saga._step_header import DELIVERY_UNCERTAIN
 
 
 @dataclass(frozen=True)

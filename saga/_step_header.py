@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import (
     Interceptor,
     StartActivityInput,
@@ -35,6 +36,9 @@ from saga._models import Retry, StepSpec
 from saga._plan import step_spec
 
 STEP_HEADER = "saga-step"
+DELIVERY_UNCERTAIN = "DeliveryUncertain"
+"""Error type of an at-most-once step that an earlier attempt may have delivered; its
+details are the evidence (a dict) and the external id the attempt recorded."""
 COMPENSATE = ":compensate:"
 """``<step id>:compensate:<round>``: the activity id of a step's compensation."""
 RESEND = ":resend:"
@@ -129,6 +133,18 @@ def step_from_ids(activity_type: str, activity_id: str, cat: Catalog) -> StepHea
             step_id, _, round_ = activity_id.partition(COMPENSATE)
             return StepHeader.compensation(step_spec(step_id, spec), int(round_ or 1))
     return None
+
+
+def parked(exc: BaseException) -> tuple[dict[str, Any], str | None] | None:
+    """The evidence and external id of an at-most-once step that an earlier attempt may
+    have delivered (the ledger interceptor's ``DeliveryUncertain``), else None."""
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or cause.type != DELIVERY_UNCERTAIN:
+        return None
+    details = list(cause.details)
+    evidence = details[0] if details and isinstance(details[0], dict) else {}
+    external_id = details[1] if len(details) > 1 and isinstance(details[1], str) else None
+    return evidence, external_id
 
 
 _outgoing: contextvars.ContextVar[StepHeader | None] = contextvars.ContextVar(

@@ -9,7 +9,6 @@ mid-compensation cannot stop the unwinding, and the saga still closes as CANCELE
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -19,13 +18,12 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from saga._agent import NO_VALID_PLAN, plan_with_agent
+    from saga._approval import ApprovalGate
     from saga._catalog import ActionKind, catalog
     from saga._compensations import Compensations, Operator, finish
     from saga._errors import PlanRejected, PolicyBreached
     from saga._limits import saga_input_problems
     from saga._models import (
-        ApprovalDecision,
-        ApprovalState,
         CompensationStatus,
         OperatorAction,
         Plan,
@@ -33,16 +31,14 @@ with workflow.unsafe.imports_passed_through():
         SagaOutcome,
         SagaResult,
         SagaStatus,
-        StepEdit,
         StepSpec,
         StepState,
         StepStatus,
         WorkerCapabilities,
     )
-    from saga._plan import check_plan, step_specs, with_args
-    from saga._policy import Policy, needs_approval, plan_hash, stricter
-    from saga._step_context import DELIVERY_UNCERTAIN
-    from saga._step_header import COMPENSATE, RESEND, StepHeader, start_step
+    from saga._plan import check_plan, step_specs
+    from saga._policy import Policy, plan_hash, stricter
+    from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
 
 RECORD_SAGA = "record_saga_outcome"
 WORKER_CAPABILITIES = "saga_worker_capabilities"
@@ -64,20 +60,8 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _uncertain(exc: BaseException) -> tuple[dict[str, Any], str | None] | None:
-    """The evidence and external id of an at-most-once step that an earlier attempt may
-    have delivered (the ledger interceptor's ``DeliveryUncertain``), else None."""
-    cause = exc.cause if isinstance(exc, ActivityError) else None
-    if not isinstance(cause, ApplicationError) or cause.type != DELIVERY_UNCERTAIN:
-        return None
-    details = list(cause.details)
-    evidence = details[0] if details and isinstance(details[0], dict) else {}
-    external_id = details[1] if len(details) > 1 and isinstance(details[1], str) else None
-    return evidence, external_id
-
-
 @workflow.defn
-class SagaWorkflow:
+class SagaWorkflow(ApprovalGate):
     @workflow.init
     def __init__(self, inp: SagaInput) -> None:
         self._state = SagaResult(
@@ -201,25 +185,6 @@ class SagaWorkflow:
         self._state.plan_hash = plan_hash(plan)
         return plan
 
-    async def _approved(self, plan: Plan) -> Plan | None:
-        """``plan`` as a person approved it (maybe edited), if the policy asks for that."""
-        policy = self._policy
-        if not needs_approval(plan, policy, catalog):
-            return plan
-        self._state.approval = ApprovalState.PENDING
-        self._state.status = SagaStatus.AWAITING_APPROVAL
-        try:
-            await workflow.wait_condition(
-                lambda: self._state.approval is not ApprovalState.PENDING,
-                timeout=timedelta(seconds=policy.approval_timeout_seconds),
-            )
-        except builtins.TimeoutError:
-            self._state.approval = ApprovalState.TIMED_OUT
-            return self._reject([], "no approval within the timeout")
-        if self._state.approval is not ApprovalState.APPROVED:
-            return self._reject([], f"plan rejected: {self._state.approval_note or ''}")
-        return self._state.plan
-
     async def _capabilities(self, policy: Policy) -> tuple[list[str] | None, Policy]:
         """The actions this saga's workers can run, and ``policy`` held to theirs.
 
@@ -239,70 +204,7 @@ class SagaWorkflow:
         )
         return caps.actions, policy if caps.policy is None else stricter(policy, caps.policy)
 
-    def _reject(self, problems: list[str], error: str) -> Plan | None:
-        """Record why there is no plan to run; returns None for `return self._reject(...)`."""
-        self._state.problems = list(problems)
-        self._state.error = error.rstrip(": ")
-        return None
-
     # -- approval gate -----------------------------------------------------------------
-    @workflow.update
-    def approve(self, decision: ApprovalDecision) -> SagaResult:
-        """Approve exactly the plan whose hash the person saw."""
-        self._state.approval = ApprovalState.APPROVED
-        self._state.approval_note = f"approved by {decision.by or 'operator'}"
-        return self._state
-
-    @approve.validator
-    def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._must_await_approval()
-        if decision.plan_hash != self._state.plan_hash:
-            raise ValueError(
-                f"stale plan hash {decision.plan_hash!r}: the plan is now "
-                f"{self._state.plan_hash!r}; review it again"
-            )
-
-    @workflow.update
-    def reject(self, decision: ApprovalDecision) -> SagaResult:
-        self._state.approval = ApprovalState.REJECTED
-        who = decision.by or "operator"
-        self._state.approval_note = f"{who}: {decision.reason or 'no reason given'}"
-        return self._state
-
-    @reject.validator
-    def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._must_await_approval()
-
-    @workflow.update
-    def edit_step(self, edit: StepEdit) -> SagaResult:
-        """Change one step's arguments (within catalog and policy); approval starts over."""
-        assert self._state.plan is not None
-        self._state.plan = self._edited(edit)
-        self._specs = step_specs(self._state.plan, catalog)
-        self._state.plan_hash = plan_hash(self._state.plan)
-        return self._state
-
-    @edit_step.validator
-    def _validate_edit(self, edit: StepEdit) -> None:
-        self._must_await_approval()
-        if edit.plan_hash != self._state.plan_hash:
-            raise ValueError(f"stale plan hash {edit.plan_hash!r}")
-        self._edited(edit)
-
-    def _edited(self, edit: StepEdit) -> Plan:
-        assert self._state.plan is not None
-        try:
-            raw = with_args(self._state.plan, edit.step_id, edit.args)
-            return check_plan(raw, catalog, self._policy)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        except PlanRejected as exc:
-            raise ValueError("; ".join(exc.problems)) from None
-
-    def _must_await_approval(self) -> None:
-        if self._state.approval is not ApprovalState.PENDING:
-            raise ValueError(f"the plan is not waiting for approval ({self._state.approval.value})")
-
     def _start(self, plan: Plan) -> None:
         self._state.options = plan.options
         self._compensations = Compensations(parallel=plan.options.parallel_compensation)
@@ -367,7 +269,7 @@ class SagaWorkflow:
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
             except ActivityError as exc:
-                found = _uncertain(exc)
+                found = parked(exc)
                 if found is None:
                     raise
                 state.evidence, external_id = found
