@@ -82,7 +82,7 @@ def message_id(idempotency_key: str, mail_from: str) -> str:
 def _outcome_so_far(step: StepContext) -> str:
     """One line per step the ledger has seen in this saga before this one."""
     lines = []
-    for s in step.ledger.steps(step.saga_id):
+    for s in step.saga_steps():
         if s.step_id == step.step_id:
             continue
         ref = f" ({s.external_id})" if s.external_id else ""

@@ -110,7 +110,7 @@ class TicketCompensations:
 async def compensation_note(step: StepContext) -> str:
     """The journal note: which saga was undone, and the failure (from the ledger) that
     made it unwind."""
-    steps = await asyncio.to_thread(step.ledger.steps, step.saga_id)
+    steps = await asyncio.to_thread(step.saga_steps)
     failed = next((s for s in steps if s.status == "failed" and s.error), None)
     if failed is not None:
         why = f"step {failed.step_id!r} ({failed.action}) failed: {failed.error}"

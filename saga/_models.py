@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from temporalio.common import RetryPolicy
 
+from saga._catalog import ActionKind, Delivery
 from saga._policy import Policy
 
 
@@ -37,6 +39,62 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: list[Step]
     options: PlanOptions = Field(default_factory=PlanOptions)
+
+
+class Retry(BaseModel):
+    """A Temporal retry policy as data (it travels in the plan's step specs)."""
+
+    model_config = ConfigDict(frozen=True)
+    initial_interval: timedelta
+    backoff_coefficient: float
+    maximum_interval: timedelta | None = None
+    maximum_attempts: int = Field(description="The budget of real failures; 0: no cap.")
+    non_retryable_error_types: list[str] | None = None
+
+    @classmethod
+    def of(cls, policy: RetryPolicy) -> Retry:
+        types = policy.non_retryable_error_types
+        return cls(
+            initial_interval=policy.initial_interval,
+            backoff_coefficient=policy.backoff_coefficient,
+            maximum_interval=policy.maximum_interval,
+            maximum_attempts=policy.maximum_attempts,
+            non_retryable_error_types=None if types is None else list(types),
+        )
+
+    def unbounded(self) -> RetryPolicy:
+        """The policy as given to Temporal: the same back-off, no cap on attempts.
+
+        Temporal counts an attempt lost with its worker (a heartbeat time-out) like any
+        other; the ledger interceptor counts only real failures against
+        ``maximum_attempts``, so a worker dying does not spend a step's retry budget.
+        """
+        return RetryPolicy(
+            initial_interval=self.initial_interval,
+            backoff_coefficient=self.backoff_coefficient,
+            maximum_interval=self.maximum_interval,
+            maximum_attempts=0,
+            non_retryable_error_types=self.non_retryable_error_types,
+        )
+
+
+class StepSpec(BaseModel):
+    """How the engine runs one step of a validated plan and undoes it: resolved from the
+    catalog when the plan is checked, so running and compensating read only this."""
+
+    model_config = ConfigDict(frozen=True)
+    step_id: str
+    action: str
+    activity: str = Field(description="Temporal activity name; empty for a built-in.")
+    kind: ActionKind
+    delivery: Delivery = Delivery.EXACTLY_ONCE
+    timer: bool = Field(False, description="The built-in wait: a durable timer, no activity.")
+    start_to_close_timeout: timedelta
+    heartbeat_timeout: timedelta | None
+    retry: Retry
+    compensation: str | None = None
+    compensation_timeout: timedelta
+    compensation_retry: Retry
 
 
 class SagaInput(BaseModel):

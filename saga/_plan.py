@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from saga._catalog import ActionKind, ActionSpec, Catalog
+from saga._catalog import WAIT, ActionKind, ActionSpec, Catalog
 from saga._errors import PlanRejected, PolicyBreached
-from saga._models import Plan, PlanOptions, Step
+from saga._models import Plan, PlanOptions, Retry, Step, StepSpec
 from saga._policy import Policy, check_policy
 
 MAX_STEPS = 20
@@ -193,3 +193,32 @@ def check_plan(
     if problems:
         raise PolicyBreached(problems)
     return plan
+
+
+def step_spec(step_id: str, spec: ActionSpec) -> StepSpec:
+    """What running step ``step_id`` of action ``spec`` and undoing it takes."""
+    return StepSpec(
+        step_id=step_id,
+        action=spec.name,
+        activity=spec.activity_name,
+        kind=spec.kind,
+        delivery=spec.delivery,
+        timer=spec.name == WAIT.name,
+        start_to_close_timeout=spec.start_to_close_timeout,
+        heartbeat_timeout=spec.heartbeat_timeout,
+        retry=Retry.of(spec.retry_policy),
+        compensation=spec.compensation,
+        compensation_timeout=spec.compensation_timeout,
+        compensation_retry=Retry.of(spec.compensation_retry_policy),
+    )
+
+
+def step_specs(plan: Plan, catalog: Catalog) -> dict[str, StepSpec]:
+    """Each step's :class:`StepSpec` by step id, for a plan ``catalog`` validated."""
+    out: dict[str, StepSpec] = {}
+    for step in plan.steps:
+        spec = catalog.get(step.action)
+        if spec is None:
+            raise PlanRejected([f"step {step.id!r}: unknown action {step.action!r}"])
+        out[step.id] = step_spec(step.id, spec)
+    return out

@@ -9,7 +9,6 @@ mid-compensation cannot stop the unwinding, and the saga still closes as CANCELE
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -18,28 +17,27 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from saga._catalog import WAIT, ActionKind, ActionSpec, catalog, unbounded
+    from saga._approval import ApprovalGate
+    from saga._catalog import ActionKind, catalog
+    from saga._compensations import Compensations, Operator, finish
     from saga._errors import PlanRejected, PolicyBreached
     from saga._limits import saga_input_problems
     from saga._models import (
-        ApprovalDecision,
-        ApprovalState,
         CompensationStatus,
         OperatorAction,
         Plan,
-        PlanOptions,
         SagaInput,
         SagaOutcome,
         SagaResult,
         SagaStatus,
-        StepEdit,
+        StepSpec,
         StepState,
         StepStatus,
         WorkerCapabilities,
     )
-    from saga._plan import check_plan, with_args
-    from saga._policy import Policy, needs_approval, plan_hash, stricter
-    from saga._step import COMPENSATE, DELIVERY_UNCERTAIN, RESEND
+    from saga._plan import check_plan, step_specs
+    from saga._policy import Policy, plan_hash, stricter
+    from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
     from saga.planner._agent import NO_VALID_PLAN, plan_with_agent
 
 RECORD_SAGA = "record_saga_outcome"
@@ -62,20 +60,8 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _uncertain(exc: BaseException) -> tuple[dict[str, Any], str | None] | None:
-    """The evidence and external id of an at-most-once step that an earlier attempt may
-    have delivered (the ledger interceptor's ``DeliveryUncertain``), else None."""
-    cause = exc.cause if isinstance(exc, ActivityError) else None
-    if not isinstance(cause, ApplicationError) or cause.type != DELIVERY_UNCERTAIN:
-        return None
-    details = list(cause.details)
-    evidence = details[0] if details and isinstance(details[0], dict) else {}
-    external_id = details[1] if len(details) > 1 and isinstance(details[1], str) else None
-    return evidence, external_id
-
-
 @workflow.defn
-class SagaWorkflow:
+class SagaWorkflow(ApprovalGate):
     @workflow.init
     def __init__(self, inp: SagaInput) -> None:
         self._state = SagaResult(
@@ -84,105 +70,90 @@ class SagaWorkflow:
             request=inp.request,
         )
         self._steps: dict[str, StepState] = {}
-        self._registered: list[str] = []
-        self._decisions: dict[str, OperatorAction | None] = {}
-        self._resolve: dict[str, bool] = {}
+        self._compensations = Compensations()
+        self._operator = Operator()
         self._cancel_requested = False
         self._policy = inp.policy
         self._input = inp
+        self._specs: dict[str, StepSpec] = {}
+        """Each step's spec, resolved from the catalog with the plan it checked."""
 
     # -- live state and operator updates ---------------------------------------------
     @workflow.query
     def state(self) -> SagaResult:
         return self._state
 
+    def _waits_for_operator(self, action: OperatorAction) -> None:
+        self._operator.check(self._steps.get(action.step_id), action.step_id)
+
     @workflow.update
     async def retry_compensation(self, action: OperatorAction) -> SagaResult:
         """Give a stuck compensation a fresh retry budget; or run a step parked as
         uncertain again (it may then have taken effect twice)."""
-        self._decisions[action.step_id] = action
-        self._resolve[action.step_id] = False
-        await workflow.wait_condition(lambda: action.step_id not in self._decisions)
+        await self._operator.decide(action, resolved=False)
         return self._state
-
-    @retry_compensation.validator
-    def _validate_retry(self, action: OperatorAction) -> None:
-        self._must_be_stuck(action.step_id)
 
     @workflow.update
     async def resolve_compensation(self, action: OperatorAction) -> SagaResult:
         """Mark a stuck compensation as resolved by hand; or confirm that a step parked as
         uncertain did take effect (it counts as succeeded). The saga moves on."""
-        self._decisions[action.step_id] = action
-        self._resolve[action.step_id] = True
-        await workflow.wait_condition(lambda: action.step_id not in self._decisions)
+        await self._operator.decide(action, resolved=True)
         return self._state
 
-    @resolve_compensation.validator
-    def _validate_resolve(self, action: OperatorAction) -> None:
-        self._must_be_stuck(action.step_id)
-
-    def _must_be_stuck(self, step_id: str) -> None:
-        step = self._steps.get(step_id)
-        if step is None:
-            raise ValueError(f"no step {step_id!r} in this saga")
-        waiting = (
-            step.compensation == CompensationStatus.FAILED or step.status == StepStatus.UNCERTAIN
-        )
-        if not waiting or step_id in self._decisions:
-            raise ValueError(
-                f"step {step_id!r} is not waiting for an operator "
-                f"(step {step.status.value}, compensation {step.compensation.value})"
-            )
+    retry_compensation.validator(_waits_for_operator)
+    resolve_compensation.validator(_waits_for_operator)
 
     # -- the saga ----------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: SagaInput) -> SagaResult:
         try:
             plan = await self._obtain_plan(inp)
+            if plan is not None:
+                plan = await self._approved(plan)
         except asyncio.CancelledError:
             self._state.status = SagaStatus.CANCELLED
             self._state.error = "cancelled before any step ran"
             await self._close()
             raise
         if plan is None:
-            self._state.status = SagaStatus.REJECTED
-            await self._close()
-            return self._state
+            return await self._closed(SagaStatus.REJECTED)
         self._start(plan)
-        failure: str | None = None
+        failure = await self._run_steps(plan)
+        if failure is None:
+            return await self._closed(SagaStatus.COMPLETED)
+        await self._unwind(failure)
+        if self._cancel_requested or workflow.cancellation_reason() is not None:
+            await self._closed(SagaStatus.CANCELLED)
+            raise asyncio.CancelledError("saga cancelled; every effect compensated")
+        return await self._closed(SagaStatus.COMPENSATED)
+
+    async def _run_steps(self, plan: Plan) -> str | None:
+        """Run the plan's steps in order; why they stopped short, or None."""
         try:
             for step in plan.steps:
                 await self._run_step(step.id)
                 self._raise_if_cancel_swallowed()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                self._cancel_requested = True
-                failure = "cancelled"
-            elif isinstance(exc, Exception):
-                failure = _cause(exc)
-            else:  # eviction and interpreter exits are not ours to handle
-                raise
-        else:
-            self._state.status = SagaStatus.COMPLETED
-            await self._close()
-            return self._state
+        except asyncio.CancelledError:
+            self._cancel_requested = True
+            return "cancelled"
+        except Exception as exc:  # eviction and interpreter exits are not ours to handle
+            return _cause(exc)
+        return None
 
+    async def _unwind(self, failure: str) -> None:
+        """Undo every registered step; a cancel meanwhile cannot stop it."""
         workflow.logger.info("saga %s unwinding: %s", self._state.saga_id, failure)
         self._state.error = failure
         self._state.status = SagaStatus.COMPENSATING
-        # Cancelled mid-compensation: keep going.
-        await self._uncancellable(self._compensate_all(plan.options))
-        if self._cancel_requested or workflow.cancellation_reason() is not None:
-            self._state.status = SagaStatus.CANCELLED
-            await self._close()
-            raise asyncio.CancelledError("saga cancelled; every effect compensated")
-        self._state.status = SagaStatus.COMPENSATED
+        await self._uncancellable(self._compensate_all())
+
+    async def _closed(self, status: SagaStatus) -> SagaResult:
+        self._state.status = status
         await self._close()
         return self._state
 
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
-        """The validated, policy-checked and (if required) approved plan, or None."""
+        """The validated, policy-checked plan, or None."""
         refused = saga_input_problems(inp)
         if refused:  # started around start_saga: refused before the request grows payloads
             return self._reject(refused, "input refused")
@@ -209,22 +180,9 @@ class SagaWorkflow:
             return self._reject(exc.problems, "plan breaks the policy")
         except PlanRejected as exc:
             return self._reject(exc.problems, "plan rejected")
+        self._specs = step_specs(plan, catalog)
         self._state.plan = plan
         self._state.plan_hash = plan_hash(plan)
-        if needs_approval(plan, policy, catalog):
-            self._state.approval = ApprovalState.PENDING
-            self._state.status = SagaStatus.AWAITING_APPROVAL
-            try:
-                await workflow.wait_condition(
-                    lambda: self._state.approval is not ApprovalState.PENDING,
-                    timeout=timedelta(seconds=policy.approval_timeout_seconds),
-                )
-            except builtins.TimeoutError:
-                self._state.approval = ApprovalState.TIMED_OUT
-                return self._reject([], "no approval within the timeout")
-            if self._state.approval is not ApprovalState.APPROVED:
-                return self._reject([], f"plan rejected: {self._state.approval_note or ''}")
-            plan = self._state.plan
         return plan
 
     async def _capabilities(self, policy: Policy) -> tuple[list[str] | None, Policy]:
@@ -246,71 +204,10 @@ class SagaWorkflow:
         )
         return caps.actions, policy if caps.policy is None else stricter(policy, caps.policy)
 
-    def _reject(self, problems: list[str], error: str) -> Plan | None:
-        """Record why there is no plan to run; returns None for `return self._reject(...)`."""
-        self._state.problems = list(problems)
-        self._state.error = error.rstrip(": ")
-        return None
-
     # -- approval gate -----------------------------------------------------------------
-    @workflow.update
-    def approve(self, decision: ApprovalDecision) -> SagaResult:
-        """Approve exactly the plan whose hash the person saw."""
-        self._state.approval = ApprovalState.APPROVED
-        self._state.approval_note = f"approved by {decision.by or 'operator'}"
-        return self._state
-
-    @approve.validator
-    def _validate_approve(self, decision: ApprovalDecision) -> None:
-        self._must_await_approval()
-        if decision.plan_hash != self._state.plan_hash:
-            raise ValueError(
-                f"stale plan hash {decision.plan_hash!r}: the plan is now "
-                f"{self._state.plan_hash!r}; review it again"
-            )
-
-    @workflow.update
-    def reject(self, decision: ApprovalDecision) -> SagaResult:
-        self._state.approval = ApprovalState.REJECTED
-        who = decision.by or "operator"
-        self._state.approval_note = f"{who}: {decision.reason or 'no reason given'}"
-        return self._state
-
-    @reject.validator
-    def _validate_reject(self, decision: ApprovalDecision) -> None:
-        self._must_await_approval()
-
-    @workflow.update
-    def edit_step(self, edit: StepEdit) -> SagaResult:
-        """Change one step's arguments (within catalog and policy); approval starts over."""
-        assert self._state.plan is not None
-        self._state.plan = self._edited(edit)
-        self._state.plan_hash = plan_hash(self._state.plan)
-        return self._state
-
-    @edit_step.validator
-    def _validate_edit(self, edit: StepEdit) -> None:
-        self._must_await_approval()
-        if edit.plan_hash != self._state.plan_hash:
-            raise ValueError(f"stale plan hash {edit.plan_hash!r}")
-        self._edited(edit)
-
-    def _edited(self, edit: StepEdit) -> Plan:
-        assert self._state.plan is not None
-        try:
-            raw = with_args(self._state.plan, edit.step_id, edit.args)
-            return check_plan(raw, catalog, self._policy)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        except PlanRejected as exc:
-            raise ValueError("; ".join(exc.problems)) from None
-
-    def _must_await_approval(self) -> None:
-        if self._state.approval is not ApprovalState.PENDING:
-            raise ValueError(f"the plan is not waiting for approval ({self._state.approval.value})")
-
     def _start(self, plan: Plan) -> None:
         self._state.options = plan.options
+        self._compensations = Compensations(parallel=plan.options.parallel_compensation)
         self._state.status = SagaStatus.RUNNING
         steps = [StepState(id=s.id, action=s.action, args=s.args) for s in plan.steps]
         self._steps = {s.id: s for s in steps}
@@ -325,14 +222,13 @@ class SagaWorkflow:
 
     async def _run_step(self, step_id: str) -> None:
         state = self._steps[step_id]
-        spec = catalog.get(state.action)
-        assert spec is not None  # validated
+        spec = self._specs[step_id]
         if spec.kind is ActionKind.COMPENSABLE:
-            self._registered.append(step_id)  # registered before the step runs
+            self._compensations.add(step_id)  # registered before the step runs
             state.compensation = CompensationStatus.REGISTERED
         state.status = StepStatus.RUNNING
         try:
-            if spec is WAIT or spec.name == WAIT.name:
+            if spec.timer:
                 await workflow.sleep(timedelta(seconds=float(state.args["seconds"])))
                 result: Any = None
             else:
@@ -352,7 +248,7 @@ class SagaWorkflow:
             ext = result.get("external_id")
             state.external_id = None if ext is None else str(ext)
 
-    async def _execute(self, spec: ActionSpec, state: StepState) -> Any:
+    async def _execute(self, spec: StepSpec, state: StepState) -> Any:
         """The step's activity. A step parked as uncertain (it may have taken effect and
         must not be repeated unasked) waits for an operator: confirmed, it counts as done
         (result None); retried, it runs again as a new round with its own activity id."""
@@ -360,19 +256,20 @@ class SagaWorkflow:
         round_ = 0
         while True:
             try:
-                return await workflow.execute_activity(
-                    spec.activity_name,
-                    state.args,
+                return await start_step(
+                    StepHeader.forward(spec, round_),
+                    spec.activity,
+                    arg=state.args,
                     activity_id=activity_id,
                     start_to_close_timeout=spec.start_to_close_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
                     # The ledger interceptor spends the retry budget on real failures
                     # only; attempts lost with a dead worker are retried without a cap.
-                    retry_policy=unbounded(spec.retry_policy),
+                    retry_policy=spec.retry.unbounded(),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
             except ActivityError as exc:
-                found = _uncertain(exc)
+                found = parked(exc)
                 if found is None:
                     raise
                 state.evidence, external_id = found
@@ -384,38 +281,34 @@ class SagaWorkflow:
             round_ += 1
             activity_id = f"{state.id}{RESEND}{round_}"
 
-    async def _compensate_all(self, options: PlanOptions) -> None:
+    async def _compensate_all(self) -> None:
         for state in self._steps.values():
             if state.status is StepStatus.PENDING:
                 state.status = StepStatus.SKIPPED
-        order = list(reversed(self._registered))
-        if options.parallel_compensation:
-            await asyncio.gather(*(self._compensate(sid) for sid in order))
-        else:
-            for sid in order:
-                await self._compensate(sid)
+        await self._compensations.compensate(self._compensate)
 
     async def _compensate(self, step_id: str) -> None:
         state = self._steps[step_id]
-        spec = catalog.get(state.action)
-        assert spec is not None and spec.compensation is not None
+        spec = self._specs[step_id]
+        assert spec.compensation is not None
         round_ = 0
         while True:
             round_ += 1
             state.compensation = CompensationStatus.RUNNING
             try:
-                await workflow.execute_activity(
+                await start_step(
+                    StepHeader.compensation(spec, round_),
                     spec.compensation,
                     args=[state.args, state.result],
                     activity_id=f"{step_id}{COMPENSATE}{round_}",
                     start_to_close_timeout=spec.compensation_timeout,
                     heartbeat_timeout=spec.heartbeat_timeout,
-                    retry_policy=unbounded(spec.compensation_retry_policy),
+                    retry_policy=spec.compensation_retry.unbounded(),
                 )
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
                 state.compensation_error = _cause(exc)
-                state.compensation_attempts += _attempts(spec)
+                state.compensation_attempts += spec.compensation_retry.maximum_attempts
                 if not await self._await_operator(step_id):
                     continue
                 return
@@ -439,10 +332,8 @@ class SagaWorkflow:
         await self._record()
         if parked:  # a cancel that came meanwhile is the answer (unwinding ignores it)
             self._raise_if_cancel_swallowed()
-        await workflow.wait_condition(lambda: step_id in self._decisions)
-        decision = self._decisions[step_id]
-        resolved = self._resolve.pop(step_id, False)
-        note = decision.note if decision else None
+        decision = await self._operator.wait(step_id)
+        resolved, note = decision.resolved, decision.note
         if parked:
             state.status = StepStatus.SUCCEEDED if resolved else StepStatus.RUNNING
             state.error = None
@@ -458,7 +349,7 @@ class SagaWorkflow:
                 for s in self._state.steps
             ):
                 self._state.status = SagaStatus.COMPENSATING
-        del self._decisions[step_id]
+        self._operator.done(step_id)
         return resolved
 
     async def _close(self) -> None:
@@ -488,16 +379,9 @@ class SagaWorkflow:
         )
 
     async def _uncancellable(self, work: Awaitable[T]) -> T:
-        """Run ``work`` to its end in a task a workflow cancel cannot stop; a cancel that
-        arrives meanwhile is remembered (the saga then closes as cancelled)."""
-        task = asyncio.ensure_future(work)
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                self._cancel_requested = True
-        return task.result()
+        """``work`` to its end; a cancel meanwhile is remembered (the saga then closes
+        as cancelled)."""
+        return await finish(work, self._note_cancel)
 
-
-def _attempts(spec: ActionSpec) -> int:
-    return spec.compensation_retry_policy.maximum_attempts or 0
+    def _note_cancel(self) -> None:
+        self._cancel_requested = True

@@ -71,4 +71,4 @@ class AuditedResolveSagaWorkflow(SagaWorkflow):
 
     @resolve_compensation.validator
     def _validate_audited_resolve(self, action: OperatorAction) -> None:
-        self._must_be_stuck(action.step_id)
+        self._waits_for_operator(action)

@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import activities  # noqa: F401  (declares the production actions in the catalog)
 from saga import PayloadKeys, SagaWorkflow, data_converter
+from saga._step_header import StepHeaders
 from saga.planner._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (declares effects.* and money.charge)
 
@@ -57,6 +58,8 @@ def replayer(*workflows: type, keys: PayloadKeys = HISTORY_KEYS) -> Replayer:
         workflows=list(workflows) or [SagaWorkflow],
         data_converter=data_converter(keys, DataConverter.default),
         plugins=[agents_plugin(AgentSettings(openai_api_key=None))],
+        # As a worker does: the step header goes out (replay compares no headers).
+        interceptors=[StepHeaders()],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
         ),

@@ -1,0 +1,117 @@
+"""The approval gate: a person approves, rejects or edits a plan before any step runs.
+
+A part of :class:`saga.SagaWorkflow` (its base class): the wait for the decision, and
+the updates that bring it. Workflow code only.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from saga._catalog import catalog
+    from saga._errors import PlanRejected
+    from saga._models import (
+        ApprovalDecision,
+        ApprovalState,
+        Plan,
+        SagaResult,
+        SagaStatus,
+        StepEdit,
+        StepSpec,
+    )
+    from saga._plan import check_plan, step_specs, with_args
+    from saga._policy import Policy, needs_approval, plan_hash
+
+
+class ApprovalGate:
+    """Holds a checked plan until a person decides, if the policy asks for that."""
+
+    _state: SagaResult
+    _policy: Policy
+    _specs: dict[str, StepSpec]
+
+    async def _approved(self, plan: Plan) -> Plan | None:
+        """``plan`` as a person approved it (maybe edited), if the policy asks for that."""
+        policy = self._policy
+        if not needs_approval(plan, policy, catalog):
+            return plan
+        self._state.approval = ApprovalState.PENDING
+        self._state.status = SagaStatus.AWAITING_APPROVAL
+        try:
+            await workflow.wait_condition(
+                lambda: self._state.approval is not ApprovalState.PENDING,
+                timeout=timedelta(seconds=policy.approval_timeout_seconds),
+            )
+        except builtins.TimeoutError:
+            self._state.approval = ApprovalState.TIMED_OUT
+            return self._reject([], "no approval within the timeout")
+        if self._state.approval is not ApprovalState.APPROVED:
+            return self._reject([], f"plan rejected: {self._state.approval_note or ''}")
+        return self._state.plan
+
+    def _reject(self, problems: list[str], error: str) -> Plan | None:
+        """Record why there is no plan to run; returns None for `return self._reject(...)`."""
+        self._state.problems = list(problems)
+        self._state.error = error.rstrip(": ")
+        return None
+
+    @workflow.update
+    def approve(self, decision: ApprovalDecision) -> SagaResult:
+        """Approve exactly the plan whose hash the person saw."""
+        self._state.approval = ApprovalState.APPROVED
+        self._state.approval_note = f"approved by {decision.by or 'operator'}"
+        return self._state
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        self._must_await_approval()
+        if decision.plan_hash != self._state.plan_hash:
+            raise ValueError(
+                f"stale plan hash {decision.plan_hash!r}: the plan is now "
+                f"{self._state.plan_hash!r}; review it again"
+            )
+
+    @workflow.update
+    def reject(self, decision: ApprovalDecision) -> SagaResult:
+        self._state.approval = ApprovalState.REJECTED
+        who = decision.by or "operator"
+        self._state.approval_note = f"{who}: {decision.reason or 'no reason given'}"
+        return self._state
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        self._must_await_approval()
+
+    @workflow.update
+    def edit_step(self, edit: StepEdit) -> SagaResult:
+        """Change one step's arguments (within catalog and policy); approval starts over."""
+        assert self._state.plan is not None
+        self._state.plan = self._edited(edit)
+        self._specs = step_specs(self._state.plan, catalog)
+        self._state.plan_hash = plan_hash(self._state.plan)
+        return self._state
+
+    @edit_step.validator
+    def _validate_edit(self, edit: StepEdit) -> None:
+        self._must_await_approval()
+        if edit.plan_hash != self._state.plan_hash:
+            raise ValueError(f"stale plan hash {edit.plan_hash!r}")
+        self._edited(edit)
+
+    def _edited(self, edit: StepEdit) -> Plan:
+        assert self._state.plan is not None
+        try:
+            raw = with_args(self._state.plan, edit.step_id, edit.args)
+            return check_plan(raw, catalog, self._policy)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        except PlanRejected as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+
+    def _must_await_approval(self) -> None:
+        if self._state.approval is not ApprovalState.PENDING:
+            raise ValueError(f"the plan is not waiting for approval ({self._state.approval.value})")
