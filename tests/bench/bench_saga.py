@@ -287,9 +287,44 @@ async def ledger_database(kind: str, data_dir: Path) -> AsyncIterator[str]:
         yield url
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+async def start_dev_server() -> Any:
+    """One embedded Temporal dev server: a ``WorkflowEnvironment`` for ``async with``."""
     from temporalio.testing import WorkflowEnvironment
 
+    # The dev server prints a banner on its stdout: keep ours for the JSON report.
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        return await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(), dev_server_log_level="error"
+        )
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_logging() -> None:
+    """Warnings to stderr; no traceback per injected failure, no SDK core chatter."""
+    # The compensation cases fail activities on purpose: no traceback per failure. The
+    # SDK core's own warnings (slow workflow tasks...) go to stderr, not into the report.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
+    Runtime.set_default(
+        Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporal_core")),
+                )
+            )
+        ),
+        error_if_already_set=False,
+    )
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from saga import connect
 
     report: dict[str, Any] = {
@@ -300,19 +335,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "cases": {},
     }
-    # The dev server prints a banner on its stdout: keep ours for the JSON report.
-    sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(), dev_server_log_level="error"
-        )
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-    async with env:
+    async with await start_dev_server() as env:
         target = env.client.service_client.config.target_host
         client = await connect(Settings(temporal_address=target))
         with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
@@ -389,21 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=DEADLINE, help="seconds allowed per run")
     args = p.parse_args(argv)
     DEADLINE = args.deadline
-    # The compensation cases fail activities on purpose: no traceback per failure. The
-    # SDK core's own warnings (slow workflow tasks...) go to stderr, not into the report.
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("temporalio").setLevel(logging.ERROR)
-    Runtime.set_default(
-        Runtime(
-            telemetry=TelemetryConfig(
-                logging=LoggingConfig(
-                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporal_core")),
-                )
-            )
-        ),
-        error_if_already_set=False,
-    )
+    quiet_logging()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(bench(args))

@@ -1,3 +1,3 @@
-"""The benchmark is a script (`python tests/bench/bench_saga.py`), not a test."""
+"""The benchmarks are scripts (`python tests/bench/bench_saga.py`), not tests."""
 
-collect_ignore = ["bench_saga.py"]
+collect_ignore = ["bench_saga.py", "bench_rss.py", "bench_ledger.py"]
