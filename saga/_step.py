@@ -169,6 +169,15 @@ def _timed_out(what: str, failures: int, timeout: timedelta) -> ApplicationError
     )
 
 
+def _recorded(error: str) -> ApplicationError:
+    """A failure the ledger recorded (``Kind: message``, see :func:`_message`), raised
+    again, for good."""
+    kind, sep, message = error.partition(": ")
+    if not sep or " " in kind:
+        kind, message = "", error
+    return ApplicationError(message, type=kind or None, non_retryable=True)
+
+
 @contextlib.asynccontextmanager
 async def _heartbeating(heartbeat_timeout: timedelta | None) -> AsyncIterator[None]:
     """Heartbeat while the action or its compensation runs: a worker that dies mid-step
@@ -312,7 +321,11 @@ class _StepInbound(ActivityInboundInterceptor):
             await ledger.call(ledger.fail_step, key, f"{DELIVERY_UNCERTAIN}: {parked}", False)
             raise parked
         budget = step.retry.maximum_attempts
-        if prior is not None and 0 < budget <= prior.failures:  # the last one timed out
+        if prior is not None and 0 < budget <= prior.failures:
+            if prior.status == "failed" and prior.error:
+                # The last attempt failed and its answer was lost (the server had given
+                # the attempt up meanwhile): say what it failed with.
+                raise _recorded(prior.error)
             final = _timed_out(f"step {step.step_id}", prior.failures, step.timeout)
             await ledger.call(ledger.fail_step, key, str(final), False)
             raise final

@@ -169,6 +169,31 @@ async def test_real_failures_still_use_up_the_retry_budget(stack: Stack) -> None
     ]
 
 
+async def test_a_failure_whose_answer_was_lost_is_reported_as_itself(stack: Stack) -> None:
+    """The last attempt failed for real, but the server had already given it up (its
+    completion came too late): the next attempt finds the budget spent and must report
+    that failure, not a time-out, and must not run the action again."""
+    sid = unique()
+    key = f"{sid}/b"
+    # What the ledger holds after 5 real failures of step b, the last one's answer lost.
+    stack.ledger.begin_step(key, sid, "b", "effects.apply", 1)
+    for _ in range(5):
+        stack.ledger.fail_step(key, "CardDeclined: the card was declined")
+    plan = {"steps": [{"id": "a", "action": "effects.apply", "args": {"name": "a"}}]}
+    plan["steps"].append({"id": "b", "action": "effects.apply", "args": {"name": "b"}})
+    await start_saga(stack.client, plan, saga_id=sid, task_queue=stack.settings.task_queue)
+    result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=60)
+    assert result.status == SagaStatus.COMPENSATED
+    assert result.error == "CardDeclined: the card was declined", result.error
+    failed = next(s for s in result.steps if s.id == "b")
+    assert failed.error == "CardDeclined: the card was declined"
+    assert effects.log_of(stack.effects, sid) == [
+        ("apply", "a"),
+        ("noop-revert", "b"),
+        ("revert", "a"),
+    ]
+
+
 async def test_compensation_of_a_killed_worker_resumes_within_seconds(
     stack: Stack, tmp_path: Path
 ) -> None:
