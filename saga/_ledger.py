@@ -31,6 +31,7 @@ from saga._ledger_schema import (
     SAGAS,
     STEPS,
     Base,
+    CompensationClaim,
     SagaRecord,
     StepRecord,
     StepRow,
@@ -50,6 +51,7 @@ from saga._ledger_writes import Writes
 
 __all__ = [
     "Base",
+    "CompensationClaim",
     "Ledger",
     "SagaRecord",
     "StepRecord",
@@ -262,17 +264,28 @@ class Ledger:
     # -- compensations -------------------------------------------------------------
     def begin_compensation(
         self, key: str, round_: int = 1, timeout: timedelta | None = None
-    ) -> StepSnapshot | None:
+    ) -> CompensationClaim | None:
         """Start an attempt of the compensation's round ``round_``. Its failures count per
-        round; an attempt of this round lost after its start-to-close ``timeout`` counts."""
+        round; an attempt of this round lost after its start-to-close ``timeout`` counts.
+        None: the step has no row (it never began). A round already compensated is not
+        started again: the claim says ``done``."""
         now = utcnow()
         cutoff = now - timeout if timeout is not None else datetime.min.replace(tzinfo=UTC)
+        w = self._w
         with self._writing() as conn:
             row = conn.execute(
-                self._w.begin_compensation,
-                {"k": key, "round": round_, "now": now, "cutoff": cutoff},
+                w.begin_compensation, {"k": key, "round": round_, "now": now, "cutoff": cutoff}
             ).first()
-        return snapshot(row, self.keys) if row is not None else None
+            if row is not None:
+                failures, external_id, result = row
+                return CompensationClaim(key, failures, external_id, False, result, None, self.keys)
+            done = conn.execute(w.read_compensation, {"k": key}).first()
+        if done is None:
+            return None
+        status, recorded_round, compensation_result, external_id, result = done
+        if status != "compensated" or recorded_round != round_:  # changed meanwhile: retry
+            raise RuntimeError(f"compensation of {key} changed while claimed ({status})")
+        return CompensationClaim(key, 0, external_id, True, result, compensation_result, self.keys)
 
     def finish_compensation(
         self,

@@ -112,6 +112,32 @@ class StepSnapshot:
     delivery_evidence: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class CompensationClaim:
+    """What one compensation attempt needs from its step's row, and no more: the
+    failures of its round so far, the external id, and the forward result (opened only
+    when asked for: the workflow usually sends it). ``done``: this round already
+    compensated (a retry after a lost answer), and nothing was changed."""
+
+    key: str
+    failures: int
+    external_id: str | None
+    done: bool
+    sealed_result: Any
+    sealed_compensation_result: Any
+    keys: PayloadKeys | None
+
+    def result(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = open_json(self.keys, self.sealed_result, "result", self.key)
+        return value
+
+    def compensation_result(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = open_json(
+            self.keys, self.sealed_compensation_result, "compensation_result", self.key
+        )
+        return value
+
+
 def _utc(value: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without their UTC zone."""
     if value is not None and value.tzinfo is None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import JSON, String, Table, and_, bindparam, case, func, null, select, update
+from sqlalchemy import (
+    JSON,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    not_,
+    null,
+    select,
+    update,
+)
 
 from saga._ledger_schema import SAGAS, STEPS, StepRow
 
@@ -136,9 +148,12 @@ class Writes:
             ),
             else_=0,
         )
+        # A retry of a round already compensated (its answer was lost) changes nothing;
+        # the attempt finds that out from read_compensation and returns the recorded outcome.
+        done_this_round = and_(s.c.compensation_status == "compensated", same_round)
         self.begin_compensation = (
             update(s)
-            .where(by_key)
+            .where(by_key, not_(done_this_round))
             .values(
                 compensation_status="running",
                 compensation_attempts=s.c.compensation_attempts + 1,
@@ -148,8 +163,15 @@ class Writes:
                 compensation_round=bindparam("round"),
                 compensation_started_at=bindparam("now"),
             )
-            .returning(*s.c)
+            .returning(s.c.compensation_failures, s.c.external_id, s.c.result)
         )
+        self.read_compensation = select(
+            s.c.compensation_status,
+            s.c.compensation_round,
+            s.c.compensation_result,
+            s.c.external_id,
+            s.c.result,
+        ).where(by_key)
         self.compensated = (
             update(s)
             .where(by_key)

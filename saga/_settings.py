@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     faults: str = Field(
         "",
         description="Test fault hooks: `action=N,...` drops the response of the first N "
-        "attempts of each step of that action after it took effect.",
+        "attempts of each step of that action after it took effect; `undo:action=N` does "
+        "the same to its compensation, after the ledger recorded it.",
     )
     payload_keys: SecretStr | None = Field(
         None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import os
 import socket
@@ -68,6 +69,9 @@ def idempotency_key(saga_id: str, step_id: str) -> str:
     return f"{saga_id}/{step_id}"
 
 
+UNDO_FAULT = "undo:"
+
+
 class LostResponse(Exception):
     """Injected by a fault hook: the action took effect, its response is dropped."""
 
@@ -82,14 +86,21 @@ class Faults:
     """
 
     lose_response: dict[str, int]
+    lose_undo_response: dict[str, int] = dataclasses.field(default_factory=dict)
+    """``undo:payments.charge=1``: the first attempt(s) of that action's compensation
+    take effect and are recorded, then the answer is lost."""
 
     @classmethod
     def parse(cls, text: str) -> Faults:
         out: dict[str, int] = {}
+        undo: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             action, _, times = part.partition("=")
-            out[action] = int(times or 1)
-        return cls(lose_response=out)
+            if action.startswith(UNDO_FAULT):
+                undo[action.removeprefix(UNDO_FAULT)] = int(times or 1)
+            else:
+                out[action] = int(times or 1)
+        return cls(lose_response=out, lose_undo_response=undo)
 
 
 def _worker_identity() -> str:
@@ -350,21 +361,23 @@ class _StepInbound(ActivityInboundInterceptor):
         info = activity.info()
         key = idempotency_key(info.workflow_id or "", step.step_id)
         ledger = self._ledger
-        record = await ledger.call(ledger.begin_compensation, key, step.round, step.timeout)
+        claim = await ledger.call(ledger.begin_compensation, key, step.round, step.timeout)
+        if claim is not None and claim.done:
+            activity.logger.info("compensation of %s already done; returning its outcome", key)
+            return claim.compensation_result()
         retry = step.retry
-        if record is not None and 0 < retry.maximum_attempts <= record.compensation_failures:
-            final = _timed_out(
-                f"compensation of step {step.step_id}", record.compensation_failures, step.timeout
-            )
+        if claim is not None and 0 < retry.maximum_attempts <= claim.failures:
+            final = _timed_out(f"compensation of step {step.step_id}", claim.failures, step.timeout)
             await ledger.call(ledger.finish_compensation, key, "failed", None, str(final), False)
             raise final
         args = list(input.args)
-        if len(args) == 2 and args[1] is None and record is not None and record.result is not None:
-            model = self._result_model(step, input.fn)
+        if len(args) == 2 and args[1] is None and claim is not None:
+            result = claim.result()  # the forward step's answer was lost: the ledger has it
+            model = self._result_model(step, input.fn) if result is not None else None
             if model is not None:
-                args[1] = model.model_validate(record.result)
+                args[1] = model.model_validate(result)
                 input.args = args
-        token = _current.set(self._context(step, record.external_id if record else None))
+        token = _current.set(self._context(step, claim.external_id if claim else None))
         try:
             async with _heartbeating(step.heartbeat_timeout):
                 result = await super().execute_activity(input)
@@ -380,6 +393,8 @@ class _StepInbound(ActivityInboundInterceptor):
         await self._ledger.call(
             self._ledger.finish_compensation, key, "compensated", _dump(result), None
         )
+        if step.round == 1 and self._faults.lose_undo_response.get(step.action, 0) >= info.attempt:
+            raise LostResponse(f"injected fault: response of the compensation of {key} lost")
         return result
 
 

@@ -315,3 +315,23 @@ def test_rows_written_before_sealing_read_as_they_are(tmp_path: Path) -> None:
         assert row is not None and (row["error"], row["plan"]) == ("late note", {"steps": [1]})
     finally:
         ledger.close()
+
+
+def test_a_compensated_round_is_not_claimed_again(ledger: Ledger) -> None:
+    ledger.begin_step("q/a", "q", "a", "effects.apply", 1)
+    ledger.finish_step("q/a", {"external_id": "eff-1", "name": "a"}, "eff-1")
+    first = ledger.begin_compensation("q/a", 1)
+    assert first is not None and not first.done and first.external_id == "eff-1"
+    assert first.result() == {"external_id": "eff-1", "name": "a"}
+    ledger.finish_compensation("q/a", "compensated", {"reverted": True}, None)
+    # The same round again (its answer was lost): nothing changes, the outcome is given.
+    again = ledger.begin_compensation("q/a", 1)
+    assert again is not None and again.done
+    assert again.compensation_result() == {"reverted": True}
+    row = ledger.step("q/a")
+    assert row is not None and row.compensation_status == "compensated"
+    assert row.compensation_attempts == 1
+    # An operator's new round runs it again.
+    second = ledger.begin_compensation("q/a", 2)
+    assert second is not None and not second.done and second.failures == 0
+    assert ledger.begin_compensation("q/none", 1) is None

@@ -173,6 +173,40 @@ async def test_lost_response_is_adopted_not_repeated(client: Client, stack: Stac
     assert len(effects.effects_of(stack.effects, sid)) == 2
 
 
+async def test_a_compensation_whose_answer_was_lost_is_not_run_again(
+    client: Client, stack: Stack
+) -> None:
+    """Its outcome is in the ledger: the retry of the same round returns it."""
+    settings = stack.settings.model_copy(
+        update={"task_queue": unique("lost-undo"), "faults": "undo:effects.apply=1"}
+    )
+    sid = unique()
+    async with create_worker(client, settings, stack.ledger):
+        await start_saga(
+            client,
+            {"steps": [step("a"), step("b", fail="before")]},
+            saga_id=sid,
+            task_queue=settings.task_queue,
+        )
+        result = await wait_saga(client, sid)
+    assert result.status == SagaStatus.COMPENSATED
+    assert effects.log_of(stack.effects, sid) == [
+        ("apply", "a"),
+        ("noop-revert", "b"),
+        ("revert", "a"),
+    ]
+    row = stack.ledger.step(f"{sid}/a")
+    assert row is not None and row.compensation_status == "compensated"
+    # Two attempts of the undo of a: the first's answer lost, the second found it done.
+    history = await client.get_workflow_handle(sid).fetch_history()
+    undo_a = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert max(undo_a) == 2, undo_a
+
+
 async def test_same_idempotency_key_twice_returns_recorded_result(stack: Stack) -> None:
     sid = unique()
     plan = {"steps": [step("a"), step("b")]}
