@@ -97,6 +97,36 @@ class WorkerCapabilities(BaseModel):
     )
 
 
+class CheckInput(BaseModel):
+    """What the workflow asks the worker to check (local activity ``saga_check_plan``)."""
+
+    plan: Any = None
+    """The raw plan to check; None: only say what the worker can do (before planning)."""
+    policy: Policy = Field(default_factory=Policy)
+    """The starter's policy; the worker holds it to its own floor."""
+
+
+class CheckedPlan(BaseModel):
+    """The worker's answer, recorded in history: the workflow decides on it alone."""
+
+    actions: list[str] | None = Field(
+        description="The actions the workers can run (see WorkerCapabilities.actions)."
+    )
+    policy: Policy = Field(description="The starter's policy held to the worker's own.")
+    catalog: list[dict[str, Any]] | None = Field(
+        None,
+        description="Without a plan: the actions a planner may use (available and "
+        "allowed), each as the catalog describes it.",
+    )
+    plan: Plan | None = Field(None, description="The plan as checked, if it passed.")
+    problems: list[str] = Field(default_factory=list)
+    policy_breached: bool = Field(
+        False, description="A valid plan the policy does not allow (not a malformed one)."
+    )
+    specs: dict[str, StepSpec] = Field(default_factory=dict)
+    needs_approval: bool = False
+
+
 class SagaStatus(enum.StrEnum):
     PENDING = "pending"
     PLANNING = "planning"
