@@ -40,9 +40,7 @@ def _offline_plan(request: str, policy: Policy | None = None) -> dict[str, Any]:
 
 
 def _valid_steps(request: str) -> list[dict[str, Any]]:
-    output = PlannerOutput.model_validate(
-        OfflinePlanner().answer(_instructions(Policy()), request)
-    )
+    output = PlannerOutput.model_validate(OfflinePlanner().answer(_instructions(Policy()), request))
     assert output.cannot_plan is None, output.cannot_plan
     raw, problems = to_raw_plan(output)
     assert problems == [] and plan_problems(raw, Policy(), catalog) == []
