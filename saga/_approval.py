@@ -46,11 +46,12 @@ class ApprovalGate:
     _needs_approval: bool
     """The worker's answer: must a person approve the plan?"""
 
-    async def _check(self, raw: Any) -> CheckedPlan:
-        """The worker's check of ``raw`` (None: what it can do), recorded in history."""
+    async def _check(self, raw: Any, *, planned: bool = False) -> CheckedPlan:
+        """The worker's check of ``raw`` (None: what it can do), recorded in history;
+        ``planned``: a planner's candidate (see :class:`CheckInput`)."""
         answer: CheckedPlan = await workflow.execute_local_activity(
             CHECK_PLAN,
-            CheckInput(plan=raw, policy=self._input.policy),
+            CheckInput(plan=raw, policy=self._input.policy, planned=planned),
             start_to_close_timeout=timedelta(seconds=10),
             result_type=CheckedPlan,
         )

@@ -104,6 +104,9 @@ class CheckInput(BaseModel):
     """The raw plan to check; None: only say what the worker can do (before planning)."""
     policy: Policy = Field(default_factory=Policy)
     """The starter's policy; the worker holds it to its own floor."""
+    planned: bool = False
+    """A planner's candidate: checked against the actions the planner was shown, so an
+    action the workers cannot run is unknown to it (as the repair feedback always said)."""
 
 
 class CheckedPlan(BaseModel):

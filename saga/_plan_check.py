@@ -30,11 +30,13 @@ def answer_check(inp: CheckInput, cat: Catalog, caps: WorkerCapabilities) -> Che
     """The answer of a worker with catalog ``cat`` and capabilities ``caps``."""
     policy = inp.policy if caps.policy is None else stricter(inp.policy, caps.policy)
     answer = CheckedPlan(actions=caps.actions, policy=policy)
+    offered = cat if caps.actions is None else cat.only(caps.actions)
     if inp.plan is None:
-        offered = cat if caps.actions is None else cat.only(caps.actions)
         answer.catalog = planner_catalog(offered, policy)
         return answer
     try:
+        if inp.planned:  # the same verdict; an unavailable action is not named as such
+            check_plan(inp.plan, offered, policy)
         plan = check_plan(inp.plan, cat, policy, available=caps.actions)
     except PlanRejected as exc:  # PolicyBreached included
         answer.problems = list(exc.problems)

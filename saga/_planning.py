@@ -58,7 +58,7 @@ class Planning(ApprovalGate):
             answers: list[CheckedPlan] = []
 
             async def check(candidate: dict[str, Any]) -> list[str]:
-                answers.append(await self._check(candidate))
+                answers.append(await self._check(candidate, planned=True))
                 return answers[-1].problems
 
             planned = await plan_with_agent(inp.request, offer.policy, offer.catalog or [], check)
