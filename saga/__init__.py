@@ -38,17 +38,15 @@ if TYPE_CHECKING:
     from saga._models import (
         CompensationStatus,
         OperatorAction,
-        Plan,
-        PlanOptions,
         SagaInput,
         SagaResult,
         SagaStatus,
-        Step,
         StepState,
         StepStatus,
     )
     from saga._money import Amount, Currency
     from saga._plan import check_plan, validate_plan
+    from saga._plan_model import Plan, PlanOptions, Step
     from saga._policy import Policy, check_policy
     from saga._settings import Settings
     from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
@@ -78,8 +76,8 @@ _EXPORTS = {
     "OperatorAction": "saga._models",
     "PayloadKeyError": "saga._codec",
     "PayloadKeys": "saga._codec",
-    "Plan": "saga._models",
-    "PlanOptions": "saga._models",
+    "Plan": "saga._plan_model",
+    "PlanOptions": "saga._plan_model",
     "PlanRejected": "saga._errors",
     "SagaError": "saga._errors",
     "SagaInput": "saga._models",
@@ -87,7 +85,7 @@ _EXPORTS = {
     "SagaStatus": "saga._models",
     "SagaWorkflow": "saga._workflow",
     "Settings": "saga._settings",
-    "Step": "saga._models",
+    "Step": "saga._plan_model",
     "StepAlreadyCompensated": "saga._errors",
     "StepContext": "saga._step",
     "StepSnapshot": "saga._ledger",

@@ -1,15 +1,18 @@
 """The approval gate: a person approves, rejects or edits a plan before any step runs.
 
-A part of :class:`saga.SagaWorkflow` (its base class): the wait for the decision, and
-the updates that bring it. Workflow code only.
+A part of :class:`saga.SagaWorkflow` (a base class): the wait for the decision, and
+the updates that bring it. Workflow code only: whether a plan needs approval, and an
+edited plan's check, are the worker's answers (local activity ``saga_check_plan``).
 """
 
 from __future__ import annotations
 
 import builtins
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from saga._catalog import catalog
@@ -17,13 +20,17 @@ with workflow.unsafe.imports_passed_through():
     from saga._models import (
         ApprovalDecision,
         ApprovalState,
+        CheckedPlan,
+        CheckInput,
         Plan,
+        SagaInput,
         SagaResult,
         SagaStatus,
         StepEdit,
         StepSpec,
     )
     from saga._plan import check_plan, step_specs, with_args
+    from saga._plan_check import CHECK_PLAN
     from saga._policy import Policy, needs_approval, plan_hash
 
 
@@ -31,13 +38,33 @@ class ApprovalGate:
     """Holds a checked plan until a person decides, if the policy asks for that."""
 
     _state: SagaResult
+    _input: SagaInput
     _policy: Policy
     _specs: dict[str, StepSpec]
+    _checked_by_worker: bool
+    """The plan was checked by the worker (``saga_check_plan``); False: a pre-patch saga."""
+    _needs_approval: bool
+    """The worker's answer: must a person approve the plan?"""
+
+    async def _check(self, raw: Any, *, planned: bool = False) -> CheckedPlan:
+        """The worker's check of ``raw`` (None: what it can do), recorded in history;
+        ``planned``: a planner's candidate (see :class:`CheckInput`)."""
+        answer: CheckedPlan = await workflow.execute_local_activity(
+            CHECK_PLAN,
+            CheckInput(plan=raw, policy=self._input.policy, planned=planned),
+            start_to_close_timeout=timedelta(seconds=10),
+            result_type=CheckedPlan,
+        )
+        return answer
 
     async def _approved(self, plan: Plan) -> Plan | None:
         """``plan`` as a person approved it (maybe edited), if the policy asks for that."""
         policy = self._policy
-        if not needs_approval(plan, policy, catalog):
+        if self._checked_by_worker:
+            needed = self._needs_approval
+        else:  # pre-patch path: this process's catalog
+            needed = needs_approval(plan, policy, catalog)
+        if not needed:
             return plan
         self._state.approval = ApprovalState.PENDING
         self._state.status = SagaStatus.AWAITING_APPROVAL
@@ -87,22 +114,52 @@ class ApprovalGate:
         self._must_await_approval()
 
     @workflow.update
-    def edit_step(self, edit: StepEdit) -> SagaResult:
-        """Change one step's arguments (within catalog and policy); approval starts over."""
+    async def edit_step(self, edit: StepEdit) -> SagaResult:
+        """Change one step's arguments (within catalog and policy); approval starts over.
+
+        The worker checks the edited plan (a local activity); a rejected edit fails the
+        update with the problems and changes nothing."""
         assert self._state.plan is not None
-        self._state.plan = self._edited(edit)
-        self._specs = step_specs(self._state.plan, catalog)
-        self._state.plan_hash = plan_hash(self._state.plan)
+        if not self._checked_by_worker:  # pre-patch path: checked here, no command
+            self._state.plan = self._edited_before_check(edit)
+            self._specs = step_specs(self._state.plan, catalog)
+            self._state.plan_hash = plan_hash(self._state.plan)
+            return self._state
+        checked = await self._check(with_args(self._state.plan, edit.step_id, edit.args))
+        if checked.plan is None:
+            raise ApplicationError(
+                "; ".join(checked.problems),
+                type="PolicyBreached" if checked.policy_breached else "PlanRejected",
+                non_retryable=True,
+            )
+        try:  # the plan may have been approved, or edited, while the worker checked
+            self._validate_edit(edit)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="StaleEdit", non_retryable=True) from None
+        self._state.plan = checked.plan
+        self._specs = checked.specs
+        self._needs_approval = checked.needs_approval
+        self._state.plan_hash = plan_hash(checked.plan)
         return self._state
 
     @edit_step.validator
     def _validate_edit(self, edit: StepEdit) -> None:
+        """The cheap checks; the plan itself is checked by the worker, in the handler."""
         self._must_await_approval()
         if edit.plan_hash != self._state.plan_hash:
             raise ValueError(f"stale plan hash {edit.plan_hash!r}")
-        self._edited(edit)
+        assert self._state.plan is not None
+        if not isinstance(edit.args, dict):
+            raise ValueError("args must be an object")
+        try:
+            with_args(self._state.plan, edit.step_id, edit.args)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        if not self._checked_by_worker:
+            self._edited_before_check(edit)
 
-    def _edited(self, edit: StepEdit) -> Plan:
+    def _edited_before_check(self, edit: StepEdit) -> Plan:
+        """Pre-patch path: the edited plan checked against this process's catalog."""
         assert self._state.plan is not None
         try:
             raw = with_args(self._state.plan, edit.step_id, edit.args)

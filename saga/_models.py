@@ -10,35 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.common import RetryPolicy
 
 from saga._catalog import ActionKind, Delivery
+
+# The plan as data has its own module (the policy reads it too); named here as well.
+from saga._plan_model import Plan as Plan
+from saga._plan_model import PlanOptions as PlanOptions
+from saga._plan_model import Step as Step
 from saga._policy import Policy
-
-
-class PlanOptions(BaseModel):
-    """How the saga runs its plan."""
-
-    model_config = ConfigDict(extra="forbid")
-    parallel_compensation: bool = Field(
-        False,
-        description="Run the compensations of independent steps at the same time "
-        "instead of one by one in reverse order.",
-    )
-
-
-class Step(BaseModel):
-    """One step of a plan: an action from the catalog and its arguments."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(description="Unique within the plan: [a-z0-9][a-z0-9_-]*, at most 64.")
-    action: str = Field(description="Catalog action, `system.verb`.")
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class Plan(BaseModel):
-    """An ordered list of steps; validated against the catalog before anything runs."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: list[Step]
-    options: PlanOptions = Field(default_factory=PlanOptions)
 
 
 class Retry(BaseModel):
@@ -118,6 +95,39 @@ class WorkerCapabilities(BaseModel):
     policy: Policy | None = Field(
         None, description="Their own policy (SAGA_POLICY_FILE): a floor no starter loosens."
     )
+
+
+class CheckInput(BaseModel):
+    """What the workflow asks the worker to check (local activity ``saga_check_plan``)."""
+
+    plan: Any = None
+    """The raw plan to check; None: only say what the worker can do (before planning)."""
+    policy: Policy = Field(default_factory=Policy)
+    """The starter's policy; the worker holds it to its own floor."""
+    planned: bool = False
+    """A planner's candidate: checked against the actions the planner was shown, so an
+    action the workers cannot run is unknown to it (as the repair feedback always said)."""
+
+
+class CheckedPlan(BaseModel):
+    """The worker's answer, recorded in history: the workflow decides on it alone."""
+
+    actions: list[str] | None = Field(
+        description="The actions the workers can run (see WorkerCapabilities.actions)."
+    )
+    policy: Policy = Field(description="The starter's policy held to the worker's own.")
+    catalog: list[dict[str, Any]] | None = Field(
+        None,
+        description="Without a plan: the actions a planner may use (available and "
+        "allowed), each as the catalog describes it.",
+    )
+    plan: Plan | None = Field(None, description="The plan as checked, if it passed.")
+    problems: list[str] = Field(default_factory=list)
+    policy_breached: bool = Field(
+        False, description="A valid plan the policy does not allow (not a malformed one)."
+    )
+    specs: dict[str, StepSpec] = Field(default_factory=dict)
+    needs_approval: bool = False
 
 
 class SagaStatus(enum.StrEnum):

@@ -9,15 +9,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from saga._catalog import ActionKind, Catalog
 from saga._money import CURRENCIES, Currency
-
-if TYPE_CHECKING:
-    from saga._models import Plan, Step
+from saga._plan_model import Plan, Step
 
 
 class PolicyViolation(Exception):

@@ -28,14 +28,16 @@ from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
 from saga._ledger import Ledger
-from saga._models import SagaOutcome, WorkerCapabilities
+from saga._models import CheckedPlan, CheckInput, SagaOutcome, WorkerCapabilities
+from saga._plan_check import CHECK_PLAN, answer_check
+from saga._planning import WORKER_CAPABILITIES
 from saga._policy import Policy
 from saga._problems import read_policy_file
 from saga._settings import Settings
 from saga._step import Faults, LedgerInterceptor
 from saga._systems import activity_sources
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
-from saga._workflow import RECORD_SAGA, WORKER_CAPABILITIES, SagaWorkflow
+from saga._workflow import RECORD_SAGA, SagaWorkflow
 from saga.planner._agent_settings import AgentSettings, agents_plugin
 
 
@@ -60,8 +62,10 @@ class LedgerActivities:
 
 
 class Capabilities:
-    """Answers the workflow's question (a local activity): which actions can this worker
-    run, under what policy of its own?
+    """Answers the workflow's questions (local activities): which actions can this worker
+    run, under what policy of its own; and is this plan valid here (``saga_check_plan``:
+    the check, the step specs and the approval question, answered from this worker's
+    catalog and recorded in history, so the workflow reads no catalog of its own)?
 
     An action is available when its activity and its compensation are registered and
     their owner does not say ``configured = False``.
@@ -89,7 +93,12 @@ class Capabilities:
 
     @activity.defn(name=WORKER_CAPABILITIES)
     async def worker_capabilities(self) -> WorkerCapabilities:
+        """Asked by sagas started before ``saga_check_plan`` existed (replays)."""
         return self._caps
+
+    @activity.defn(name=CHECK_PLAN)
+    async def check_plan(self, inp: CheckInput) -> CheckedPlan:
+        return answer_check(inp, catalog, self._caps)
 
 
 def worker_policy(settings: Settings) -> Policy | None:
@@ -198,6 +207,7 @@ def create_worker(
     # actions the queue's activity workers run (None), only its own policy.
     caps = Capabilities(acts if acts or not workflows else None, worker_policy(settings))
     acts.append(caps.worker_capabilities)
+    acts.append(caps.check_plan)
     acts.append(LedgerActivities(ledger).record_saga_outcome)
     # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
     # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.

@@ -17,11 +17,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from saga._approval import ApprovalGate
-    from saga._catalog import ActionKind, catalog
+    from saga._catalog import ActionKind
     from saga._compensations import Compensations, Operator, finish
-    from saga._errors import PlanRejected, PolicyBreached
-    from saga._limits import saga_input_problems
     from saga._models import (
         CompensationStatus,
         OperatorAction,
@@ -33,16 +30,11 @@ with workflow.unsafe.imports_passed_through():
         StepSpec,
         StepState,
         StepStatus,
-        WorkerCapabilities,
     )
-    from saga._plan import check_plan, step_specs
-    from saga._policy import Policy, plan_hash, stricter
+    from saga._planning import Planning
     from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
-    from saga.planner._agent import NO_VALID_PLAN, plan_with_agent
 
 RECORD_SAGA = "record_saga_outcome"
-WORKER_CAPABILITIES = "saga_worker_capabilities"
-"""Registered on every worker (a local activity): the actions it can run, its policy."""
 T = TypeVar("T")
 
 
@@ -61,7 +53,7 @@ def _cause(exc: BaseException) -> str:
 
 
 @workflow.defn
-class SagaWorkflow(ApprovalGate):
+class SagaWorkflow(Planning):
     @workflow.init
     def __init__(self, inp: SagaInput) -> None:
         self._state = SagaResult(
@@ -76,7 +68,9 @@ class SagaWorkflow(ApprovalGate):
         self._policy = inp.policy
         self._input = inp
         self._specs: dict[str, StepSpec] = {}
-        """Each step's spec, resolved from the catalog with the plan it checked."""
+        """Each step's spec, as the worker that checked the plan resolved it."""
+        self._checked_by_worker = False
+        self._needs_approval = False
 
     # -- live state and operator updates ---------------------------------------------
     @workflow.query
@@ -151,58 +145,6 @@ class SagaWorkflow(ApprovalGate):
         self._state.status = status
         await self._close()
         return self._state
-
-    async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
-        """The validated, policy-checked plan, or None."""
-        refused = saga_input_problems(inp)
-        if refused:  # started around start_saga: refused before the request grows payloads
-            return self._reject(refused, "input refused")
-        raw = inp.plan
-        if raw is None and not inp.request:
-            return self._reject(["saga: give a plan or a request"], "plan rejected")
-        available, policy = await self._capabilities(inp.policy)
-        self._policy = policy
-        if raw is None:
-            assert inp.request is not None
-            self._state.status = SagaStatus.PLANNING
-            planned = await plan_with_agent(
-                inp.request,
-                policy,
-                catalog if available is None else catalog.only(available),
-            )
-            self._state.planner = planned.planner
-            if planned.plan is None:
-                return self._reject(planned.problems, planned.error or NO_VALID_PLAN)
-            raw = planned.plan
-        try:
-            plan = check_plan(raw, catalog, policy, available=available)
-        except PolicyBreached as exc:
-            return self._reject(exc.problems, "plan breaks the policy")
-        except PlanRejected as exc:
-            return self._reject(exc.problems, "plan rejected")
-        self._specs = step_specs(plan, catalog)
-        self._state.plan = plan
-        self._state.plan_hash = plan_hash(plan)
-        return plan
-
-    async def _capabilities(self, policy: Policy) -> tuple[list[str] | None, Policy]:
-        """The actions this saga's workers can run, and ``policy`` held to theirs.
-
-        Asked of the worker running the workflow, as a local activity (a marker in
-        history, no task queue round trip): a system that is not configured there (no
-        Redmine URL, say) makes no action available, and a plan using it is refused
-        before any step runs instead of failing mid-saga and again in its compensation;
-        the worker's own policy is a floor the starter's cannot loosen. Sagas started
-        before this check existed replay without it (``None``, their own policy).
-        """
-        if not workflow.patched("worker-capabilities"):
-            return None, policy
-        caps: WorkerCapabilities = await workflow.execute_local_activity(
-            WORKER_CAPABILITIES,
-            start_to_close_timeout=timedelta(seconds=10),
-            result_type=WorkerCapabilities,
-        )
-        return caps.actions, policy if caps.policy is None else stricter(policy, caps.policy)
 
     # -- approval gate -----------------------------------------------------------------
     def _start(self, plan: Plan) -> None:

@@ -52,3 +52,13 @@ def history_text(history: WorkflowHistory, keys: PayloadKeys | None = None) -> s
     raw = history.to_json()
     walk(json.loads(raw))
     return raw + "\n" + "\n".join(plain)
+
+
+def local_activities(history: WorkflowHistory) -> list[str]:
+    """The activity types of the local activities ``history`` recorded, in order."""
+    found = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_local_activity":
+            found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return found

@@ -24,6 +24,7 @@ from tests import effects
 from tests.agent.conftest import has_event
 from tests.conftest import SESSION_KEYS, eventually, unique
 from tests.histories import replayer
+from tests.history import local_activities
 from tests.test_saga import step
 from tests.workflow_variants import (
     ANNOUNCE,
@@ -95,12 +96,15 @@ async def test_a_waiting_saga_survives_a_patched_deploy(
     assert effects.log_of(effects_engine, old_id) == [("apply", "a"), ("apply", "b")]
     old_history = await old.fetch_history()
     assert workers(old_history) == {"release-1", "release-2"}
-    assert patches(old_history) == ["worker-capabilities"]  # the engine's own, at its start
+    assert patches(old_history) == ["worker-checks-plan"]  # the engine's own, at its start
     # The new saga took the new path, and its history carries the patch marker.
     assert new_result.status == SagaStatus.COMPLETED, new_result
     assert effects.log_of(effects_engine, new_id) == [("notify", ANNOUNCEMENT), ("apply", "a")]
     new_history = await client.get_workflow_handle(new_id).fetch_history()
-    assert patches(new_history) == [ANNOUNCE, "worker-capabilities"]
+    assert patches(new_history) == [ANNOUNCE, "worker-checks-plan"]
+    # The worker checked each plan in one local activity; the saga recorded its outcome.
+    for history in (old_history, new_history):
+        assert local_activities(history) == ["saga_check_plan", "record_saga_outcome"]
 
     # Release 2 replays every one of these histories...
     for history in (in_flight, old_history, new_history):

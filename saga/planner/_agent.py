@@ -6,11 +6,16 @@ a worker that dies after planning does not ask the model again. Its plan is chec
 the same code as a hand-written plan (catalog validation, then the policy); problems go
 back to the model for at most ``policy.max_repairs`` repair turns. Whatever the request
 or the model says, nothing outside the catalog or the policy comes out of here.
+
+The planner reads no catalog itself: it is given the actions to offer (as the catalog
+describes them) and a checker. In the workflow both come from the worker through the
+local activity ``saga_check_plan``, so the answers are recorded in history.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents import (
@@ -27,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
-from saga._catalog import Catalog, catalog
+from saga._catalog import Catalog
 from saga._errors import PlanRejected
 from saga._plan import check_plan
 from saga._policy import Policy
@@ -40,6 +45,9 @@ AGENT_LABEL = "OpenAI Agents SDK planner"
 CATALOG_OPEN, CATALOG_CLOSE = "<catalog>", "</catalog>"
 POLICY_OPEN, POLICY_CLOSE = "<policy>", "</policy>"
 NO_VALID_PLAN = "the planner found no valid plan"
+
+PlanChecker = Callable[[dict[str, Any]], Awaitable[list[str]]]
+"""Every problem of a candidate plan (empty: it passes); the planner's repair loop asks."""
 
 
 class PlanningResult(BaseModel):
@@ -119,26 +127,23 @@ Rules:
 """
 
 
-def _catalog_for(cat: Catalog, policy: Policy) -> list[dict[str, Any]]:
-    allowed = policy.allowed_actions
-    return [spec.describe() for spec in cat if allowed is None or spec.name in allowed]
-
-
-def planner_instructions(policy: Policy, cat: Catalog = catalog) -> str:
-    """System instructions: the rules, the catalog (as JSON schema) and the policy."""
-    actions = json.dumps({"actions": _catalog_for(cat, policy)}, indent=1, sort_keys=True)
+def planner_instructions(policy: Policy, actions: list[dict[str, Any]]) -> str:
+    """System instructions: the rules, the catalog (``actions``, each as
+    :meth:`~saga._catalog.ActionSpec.describe` gives it, see
+    :func:`saga._plan_check.planner_catalog`) and the policy."""
+    catalog_json = json.dumps({"actions": actions}, indent=1, sort_keys=True)
     limits = json.dumps(policy.model_dump(mode="json"), indent=1, sort_keys=True)
     return (
-        f"{RULES}\nThe catalog:\n{CATALOG_OPEN}\n{actions}\n{CATALOG_CLOSE}\n"
+        f"{RULES}\nThe catalog:\n{CATALOG_OPEN}\n{catalog_json}\n{CATALOG_CLOSE}\n"
         f"\nThe policy:\n{POLICY_OPEN}\n{limits}\n{POLICY_CLOSE}\n"
     )
 
 
-def planner_agent(policy: Policy, cat: Catalog = catalog) -> Agent[None]:
+def planner_agent(policy: Policy, actions: list[dict[str, Any]]) -> Agent[None]:
     """The planner ``Agent``. It names no model: the worker's provider chooses one."""
     return Agent(
         name=PLANNER_NAME,
-        instructions=planner_instructions(policy, cat),
+        instructions=planner_instructions(policy, actions),
         output_type=AgentOutputSchema(PlannerOutput, strict_json_schema=True),
     )
 
@@ -182,9 +187,9 @@ def model_call_failure(exc: ActivityError) -> str:
     return f"the model call failed: {cause or exc}"
 
 
-def plan_problems(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -> list[str]:
-    """What :func:`saga.check_plan` finds in the model's plan: the same checks as for
-    hand-written plans."""
+def plan_problems(raw: dict[str, Any], policy: Policy, cat: Catalog) -> list[str]:
+    """What :func:`saga.check_plan` finds in the model's plan against ``cat``: the same
+    checks as for hand-written plans (a checker outside the worker's local activity)."""
     try:
         check_plan(raw, cat, policy)
     except PlanRejected as exc:
@@ -192,8 +197,11 @@ def plan_problems(raw: dict[str, Any], policy: Policy, cat: Catalog = catalog) -
     return []
 
 
-async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) -> PlanningResult:
-    """Plan ``request`` within ``policy`` with the actions of ``cat``; runs in workflow code."""
+async def plan_with_agent(
+    request: str, policy: Policy, actions: list[dict[str, Any]], check: PlanChecker
+) -> PlanningResult:
+    """Plan ``request`` within ``policy`` with ``actions`` (described as the catalog does);
+    ``check`` finds the problems of each candidate plan. Runs in workflow code."""
     if type(get_default_agent_runner()) is AgentRunner:
         # The plugin swaps the SDK's default runner for its own, which turns each model
         # call into an activity; with the SDK's own runner the model would be called from
@@ -202,7 +210,7 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
             error="the planner cannot run: this worker has no OpenAI Agents plugin "
             "(build it with saga.create_worker)"
         )
-    agent = planner_agent(policy, cat)
+    agent = planner_agent(policy, actions)
     history: list[TResponseInputItem] = [{"role": "user", "content": request}]
     responses: list[ModelResponse] = []
     problems: list[str] = []
@@ -245,7 +253,7 @@ async def plan_with_agent(request: str, policy: Policy, cat: Catalog = catalog) 
         if output.cannot_plan:
             problems.append("plan: give either steps or cannot_plan, not both")
         if not problems:
-            problems = plan_problems(raw, policy, cat)
+            problems = await check(raw)
         if not problems:
             return PlanningResult(plan=raw, planner=_label(responses), model_calls=len(responses))
         history.append(_feedback(problems))

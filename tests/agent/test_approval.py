@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 import saga
@@ -13,6 +14,7 @@ from saga._policy import ApprovalMode, Policy
 from tests import effects
 from tests.agent.conftest import RunWorker, ScriptedModel, plan_response
 from tests.conftest import SESSION_KEYS, eventually
+from tests.history import local_activities
 
 ALWAYS = Policy(approval=ApprovalMode.ALWAYS)
 
@@ -114,6 +116,52 @@ async def test_stale_hash_is_refused(run_worker: RunWorker) -> None:
     assert result.status == SagaStatus.COMPLETED, result
     names = [e["name"] for e in effects.effects_of(stack.effects, handle.id)]
     assert names == ["edited", "p"]
+
+
+async def test_an_edit_is_checked_by_the_worker_and_a_refused_one_changes_nothing(
+    run_worker: RunWorker,
+) -> None:
+    async with run_worker(_plan()) as stack:
+        handle = await stack.start("apply a, charge 7 eur, tell", ALWAYS)
+        seen = await _awaiting(handle)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                SagaWorkflow.edit_step,
+                StepEdit(
+                    plan_hash=seen.plan_hash or "",
+                    step_id="pay",
+                    args={"name": "p", "amount": "700", "extra": 1},
+                ),
+            )
+        # One line, every problem, as the validator said it before the worker checked.
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "PlanRejected"
+        assert cause.message == (
+            "step 'pay' (money.charge): args.amount: Input should be a valid integer, "
+            "got a string; step 'pay' (money.charge): args.currency: Field required; "
+            "step 'pay' (money.charge): args.extra: Extra inputs are not permitted"
+        )
+        after = await handle.query(SagaWorkflow.state)
+        assert after.plan == seen.plan and after.plan_hash == seen.plan_hash
+        assert after.approval == ApprovalState.PENDING
+        # Cheap checks stay in the validator: no step, a stale hash.
+        for edit, why in [
+            (StepEdit(plan_hash=seen.plan_hash or "", step_id="zz", args={}), "no step 'zz'"),
+            (StepEdit(plan_hash="0123456789abcdef", step_id="a", args={}), "stale plan hash"),
+        ]:
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(SagaWorkflow.edit_step, edit)
+            assert why in str(refused.value.cause)
+        await handle.execute_update(
+            SagaWorkflow.edit_step,
+            StepEdit(plan_hash=seen.plan_hash or "", step_id="a", args={"name": "b"}),
+        )
+        await handle.execute_update(SagaWorkflow.reject, ApprovalDecision(by="test"))
+        result = await handle.result()
+    assert result.status == SagaStatus.REJECTED
+    # Start, the refused edit and the accepted one: each a check by the worker.
+    history = await handle.fetch_history()
+    assert local_activities(history) == ["saga_check_plan"] * 4 + ["record_saga_outcome"]
 
 
 async def test_cancel_while_waiting_for_approval(run_worker: RunWorker) -> None:

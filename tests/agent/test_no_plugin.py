@@ -20,7 +20,13 @@ from saga import Policy
 from saga.planner._agent import plan_with_agent
 
 assert type(get_default_agent_runner()) is AgentRunner
-result = asyncio.run(plan_with_agent("charge 5 EUR to alice", Policy()))
+
+
+async def no_problems(raw):
+    return []
+
+
+result = asyncio.run(plan_with_agent("charge 5 EUR to alice", Policy(), [], no_problems))
 print(result.model_dump_json())
 """
 

@@ -11,6 +11,8 @@ from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
 import compensations  # noqa: F401  (the bundled example catalog)
 from saga import SagaStatus, Settings, connect
+from saga._catalog import catalog
+from saga._plan_check import planner_catalog
 from saga._policy import Policy
 from saga._worker import with_agents_plugin
 from saga.planner._agent import (
@@ -27,19 +29,21 @@ from tests import effects
 from tests.agent.conftest import RunWorker, model_activity_runs
 
 
+def _instructions(policy: Policy) -> str:
+    return planner_instructions(policy, planner_catalog(catalog, policy))
+
+
 def _offline_plan(request: str, policy: Policy | None = None) -> dict[str, Any]:
     policy = policy or Policy()
-    out = OfflinePlanner().answer(planner_instructions(policy), request)
+    out = OfflinePlanner().answer(_instructions(policy), request)
     return PlannerOutput.model_validate(out).model_dump()
 
 
 def _valid_steps(request: str) -> list[dict[str, Any]]:
-    output = PlannerOutput.model_validate(
-        OfflinePlanner().answer(planner_instructions(Policy()), request)
-    )
+    output = PlannerOutput.model_validate(OfflinePlanner().answer(_instructions(Policy()), request))
     assert output.cannot_plan is None, output.cannot_plan
     raw, problems = to_raw_plan(output)
-    assert problems == [] and plan_problems(raw, Policy()) == []
+    assert problems == [] and plan_problems(raw, Policy(), catalog) == []
     steps: list[dict[str, Any]] = raw["steps"]
     return steps
 

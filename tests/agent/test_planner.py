@@ -10,8 +10,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.openai_agents.testing import ResponseBuilders
 
 from saga import SagaStatus, SagaWorkflow
+from saga._catalog import catalog
+from saga._plan_check import planner_catalog
 from saga._policy import Policy
-from saga.planner._agent import AGENT_LABEL, RULES
+from saga._worker import Capabilities
+from saga.planner._agent import AGENT_LABEL, RULES, planner_instructions
 from tests import effects
 from tests.agent.conftest import (
     RunWorker,
@@ -22,6 +25,7 @@ from tests.agent.conftest import (
     plan_response,
 )
 from tests.conftest import eventually
+from tests.history import local_activities
 
 
 def _good() -> ModelResponse:
@@ -55,6 +59,15 @@ async def test_request_is_planned_and_executed(run_worker: RunWorker) -> None:
     assert '"action": "money.charge"' in instructions
     assert '"kind": "pivot"' in instructions and "args_schema" in instructions
     assert '"max_repairs": 2' in instructions
+    # The catalog came from the worker's check, in history; the prompt is byte for byte
+    # what the worker's own catalog (its available actions) makes of it.
+    caps = Capabilities(stack.worker.config()["activities"], None)
+    actions = (await caps.worker_capabilities()).actions
+    assert actions is not None
+    offered = planner_catalog(catalog.only(actions), Policy())
+    assert instructions == planner_instructions(Policy(), offered)
+    history = await handle.fetch_history()
+    assert local_activities(history) == ["saga_check_plan"] * 2 + ["record_saga_outcome"]
     # ...and the request only as a user message.
     assert model.calls[0]["input"] == [
         {"role": "user", "content": "apply a, charge 5 eur, then tell me"}

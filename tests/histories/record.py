@@ -34,7 +34,7 @@ from typing import Any
 
 from agents import ModelResponse
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.openai_agents.testing import ResponseBuilders
 from temporalio.testing import WorkflowEnvironment
 
@@ -56,7 +56,7 @@ from saga import (
     temporal_binary,
     wait_saga,
 )
-from saga._models import ApprovalDecision, ApprovalState
+from saga._models import ApprovalDecision, ApprovalState, StepEdit
 from saga._policy import ApprovalMode, Policy
 from saga.dev._devstack import dev_stack
 from tests.agent import money
@@ -252,6 +252,29 @@ async def rejected(run: Run) -> None:
     )
 
 
+async def edited(run: Run) -> None:
+    """The agent plans; at the approval gate a person's edit is refused by the worker's
+    check, another is accepted, and the edited plan is approved."""
+    handle = await run.request(GATED_REQUEST, ALWAYS)
+    state = await run.until(_status(SagaStatus.AWAITING_APPROVAL))
+    try:
+        await handle.execute_update(
+            SagaWorkflow.edit_step,
+            StepEdit(plan_hash=state.plan_hash or "", step_id="pay", args={"amount": "7"}),
+        )
+    except WorkflowUpdateFailedError:
+        pass
+    else:
+        raise AssertionError("the bad edit was accepted")
+    state = await handle.execute_update(
+        SagaWorkflow.edit_step,
+        StepEdit(plan_hash=state.plan_hash or "", step_id="a", args={"name": "edited"}),
+    )
+    await handle.execute_update(
+        SagaWorkflow.approve, ApprovalDecision(plan_hash=state.plan_hash, by="ana")
+    )
+
+
 async def planned_with_repairs(run: Run) -> None:
     """The model's first plan names an unknown action, its second answer is a tool call
     to no tool; each time the problems go back to it; its third plan runs."""
@@ -361,6 +384,16 @@ SCENARIOS: dict[str, Scenario] = {
         rejected,
         SagaStatus.REJECTED,
         lambda r, h: r.approval is ApprovalState.REJECTED and _events(h, UPDATE) == 1,
+        _gated_plan,
+    ),
+    "edited": Scenario(
+        edited,
+        SagaStatus.COMPLETED,
+        lambda r, h: (
+            r.approval is ApprovalState.APPROVED
+            and _events(h, UPDATE) == 3
+            and r.steps[0].args == {"name": "edited"}
+        ),
         _gated_plan,
     ),
     "planned_with_repairs": Scenario(
