@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         SagaError,
         StepAlreadyCompensated,
     )
+    from saga._faults import Faults
     from saga._ledger import Ledger, StepSnapshot, make_engine, migrate
     from saga._models import (
         CompensationStatus,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from saga._plan_model import Plan, PlanOptions, Step
     from saga._policy import Policy, check_policy
     from saga._settings import Settings
-    from saga._step import Faults, LedgerInterceptor, StepContext, current_step, idempotency_key
+    from saga._step import LedgerInterceptor, StepContext, current_step, idempotency_key
     from saga._systems import Effect, Reconciler, Seed, SystemUnavailable
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
@@ -69,7 +70,7 @@ _EXPORTS = {
     "CompensationStatus": "saga._models",
     "Delivery": "saga._catalog",
     "DevServer": "saga.dev._devserver",
-    "Faults": "saga._step",
+    "Faults": "saga._faults",
     "InputRejected": "saga._errors",
     "Ledger": "saga._ledger",
     "LedgerInterceptor": "saga._step",

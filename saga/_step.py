@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import os
 import socket
 import typing
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +37,7 @@ from temporalio.worker import (
 
 from saga._catalog import Catalog, Delivery, catalog
 from saga._errors import StepAlreadyCompensated
+from saga._faults import Faults, LostResponse
 from saga._ledger import Ledger
 from saga._models import Retry
 from saga._step_context import StepContext, _current, current_step, uncertain
@@ -67,40 +66,6 @@ __all__ = [
 
 def idempotency_key(saga_id: str, step_id: str) -> str:
     return f"{saga_id}/{step_id}"
-
-
-UNDO_FAULT = "undo:"
-
-
-class LostResponse(Exception):
-    """Injected by a fault hook: the action took effect, its response is dropped."""
-
-
-@dataclass
-class Faults:
-    """Fault hooks for tests: drop the response of an action's first attempt(s).
-
-    ``lose_response["payments.charge"] = 1`` makes the first attempt of every
-    ``payments.charge`` step take effect and then fail before the ledger records it,
-    exactly as if the worker died right after the external call.
-    """
-
-    lose_response: dict[str, int]
-    lose_undo_response: dict[str, int] = dataclasses.field(default_factory=dict)
-    """``undo:payments.charge=1``: the first attempt(s) of that action's compensation
-    take effect and are recorded, then the answer is lost."""
-
-    @classmethod
-    def parse(cls, text: str) -> Faults:
-        out: dict[str, int] = {}
-        undo: dict[str, int] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            action, _, times = part.partition("=")
-            if action.startswith(UNDO_FAULT):
-                undo[action.removeprefix(UNDO_FAULT)] = int(times or 1)
-            else:
-                out[action] = int(times or 1)
-        return cls(lose_response=out, lose_undo_response=undo)
 
 
 def _worker_identity() -> str:

@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
+from saga._faults import Faults
 from saga._ledger import Ledger
 from saga._models import CheckedPlan, CheckInput, SagaOutcome, WorkerCapabilities
 from saga._plan_check import CHECK_PLAN, answer_check
@@ -34,7 +35,7 @@ from saga._planning import WORKER_CAPABILITIES
 from saga._policy import Policy
 from saga._problems import read_policy_file
 from saga._settings import Settings
-from saga._step import Faults, LedgerInterceptor
+from saga._step import LedgerInterceptor
 from saga._systems import activity_sources
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
 from saga._workflow import RECORD_SAGA, SagaWorkflow
