@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         description="On SIGTERM or Ctrl-C a worker stops polling and gives its running steps "
         "this long to finish; the rest are handed back to other workers at once.",
     )
+    max_concurrent_activities: int = Field(
+        32,
+        ge=1,
+        description="Steps, compensations and model calls one worker runs at once. A task "
+        "it holds but cannot start yet still runs its heartbeat clock on the server, so a "
+        "worker taking more than it can serve times out no-op steps under load; the rest "
+        "wait on the server, where other workers can take them.",
+    )
 
     @field_validator("temporal_address")
     @classmethod

@@ -217,6 +217,7 @@ def create_worker(
     worker_options.setdefault(
         "graceful_shutdown_timeout", timedelta(seconds=settings.graceful_shutdown_seconds)
     )
+    worker_options.setdefault("max_concurrent_activities", settings.max_concurrent_activities)
     # A saga whose worker died has its next workflow task on that worker's sticky queue;
     # after this long it goes to the shared queue (default 10 s).
     worker_options.setdefault("sticky_queue_schedule_to_start_timeout", timedelta(seconds=4))
@@ -230,7 +231,8 @@ def create_worker(
             *worker_tracing_interceptors(client, settings),
             LedgerInterceptor(ledger, faults=Faults.parse(settings.faults)),
         ],
-        activity_executor=ThreadPoolExecutor(8),
+        # For synchronous actions; its threads start only when needed.
+        activity_executor=ThreadPoolExecutor(worker_options["max_concurrent_activities"]),
         workflow_runner=SandboxedWorkflowRunner(
             # The catalog is process-wide: the workflow must see the worker's own copy.
             restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")

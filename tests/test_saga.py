@@ -543,3 +543,27 @@ def test_a_stale_failing_attempt_cannot_undo_a_recorded_success(tmp_path: Any) -
     again = ledger.begin_step("s/a", "s", "a", "effects.apply", 2)
     assert again is not None and again.result == {"external_id": "eff-1"}
     ledger.close()
+
+
+async def test_a_worker_runs_at_most_its_share_of_steps_at_once(
+    client: Client, stack: Stack
+) -> None:
+    """SAGA_MAX_CONCURRENT_ACTIVITIES: the tasks beyond it wait on the server, not in a
+    worker that cannot start them (where their heartbeat clock would already run)."""
+    settings = stack.settings.model_copy(
+        update={"task_queue": unique("one-at-a-time"), "max_concurrent_activities": 1}
+    )
+    sids = [unique(), unique()]
+    started = asyncio.get_running_loop().time()
+    async with create_worker(client, settings, stack.ledger):
+        for sid in sids:
+            await start_saga(
+                client,
+                {"steps": [step("a", delay=1.5)]},
+                saga_id=sid,
+                task_queue=settings.task_queue,
+            )
+        results = [await wait_saga(client, sid) for sid in sids]
+    assert [r.status for r in results] == [SagaStatus.COMPLETED] * 2
+    # One at a time: the two 1.5 s steps cannot have overlapped.
+    assert asyncio.get_running_loop().time() - started >= 3.0
