@@ -88,6 +88,7 @@ class Ledger:
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
         self._local = threading.local()
+        self._autocommit = self.engine.dialect.name == "postgresql"
         self._held: set[Connection] = set()
         self._held_lock = threading.Lock()
         if auto_migrate:
@@ -107,12 +108,20 @@ class Ledger:
         self.engine.dispose()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """One transaction on this thread's own connection."""
-        conn: Connection | None = getattr(self._local, "conn", None)
+    def _writing(self, single: bool = False) -> Iterator[Connection]:
+        """One transaction on this thread's own connection.
+
+        ``single``: the caller writes with one statement (or with statements each of which
+        stands alone). On PostgreSQL that runs in autocommit, where a statement is its own
+        transaction, saving the BEGIN and COMMIT round trips.
+        """
+        slot = "auto" if single and self._autocommit else "conn"
+        conn: Connection | None = getattr(self._local, slot, None)
         if conn is None:
             conn = self.engine.connect()
-            self._local.conn = conn
+            if slot == "auto":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            setattr(self._local, slot, conn)
             with self._held_lock:
                 self._held.add(conn)
         try:
@@ -121,7 +130,7 @@ class Ledger:
         except BaseException:
             # The connection may be broken (a restarted PostgreSQL): the next write on
             # this thread opens a fresh one.
-            self._local.conn = None
+            setattr(self._local, slot, None)
             with self._held_lock:
                 self._held.discard(conn)
             with contextlib.suppress(Exception):
@@ -149,7 +158,10 @@ class Ledger:
         """
         now = utcnow()
         w = self._w
-        with self._writing() as conn:
+        # The first claim of a step is one insert (each statement stands alone: the saga's
+        # row is only ever inserted if missing); a key seen before is read and updated in
+        # one transaction.
+        with self._writing(single=True) as conn:
             if saga_id not in self._sagas_seen:
                 conn.execute(w.open_saga, {"sid": saga_id, "now": now})
             inserted = conn.execute(
@@ -164,9 +176,9 @@ class Ledger:
                     "round": round_,
                 },
             ).first()
-            if inserted is not None:
-                snap = None
-            else:
+        snap = None
+        if inserted is None:
+            with self._writing() as conn:
                 row = conn.execute(w.read_step, {"k": key}).one()
                 snap = snapshot(row, self.keys)
                 if snap.compensation_status == "none" and snap.status != StepRow.SUCCEEDED.value:
@@ -196,7 +208,7 @@ class Ledger:
         return snap
 
     def finish_step(self, key: str, result: dict[str, Any] | None, external_id: str | None) -> None:
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             conn.execute(
                 self._w.finish_step,
                 {
@@ -237,19 +249,19 @@ class Ledger:
 
     def release_delivery(self, key: str, round_: int, attempt: int) -> None:
         """``attempt`` knows it delivered nothing: the round's delivery is free again."""
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             conn.execute(self._w.release_delivery, {"k": key, "round": round_, "attempt": attempt})
 
     def record_external_id(self, key: str, external_id: str) -> None:
         """Record an external id mid-step, before the step's result is known."""
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             conn.execute(self._w.external_id, {"k": key, "ext": external_id})
 
     def fail_step(self, key: str, error: str, counts: bool = True) -> int | None:
         """Record a failed attempt, unless another attempt of the step already succeeded
         (a stale attempt, retried after a heartbeat timeout, may fail last). Returns the
         step's failures so far (``counts``: this one is one of them), or None."""
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             row = conn.execute(
                 self._w.fail_step,
                 {
@@ -272,7 +284,7 @@ class Ledger:
         now = utcnow()
         cutoff = now - timeout if timeout is not None else datetime.min.replace(tzinfo=UTC)
         w = self._w
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             row = conn.execute(
                 w.begin_compensation, {"k": key, "round": round_, "now": now, "cutoff": cutoff}
             ).first()
@@ -299,7 +311,7 @@ class Ledger:
         round so far (``counts``: this one is one of them)."""
         result = seal_json(self.keys, result, "compensation_result", key)
         error = seal_text(self.keys, error, "compensation_error", key)
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             if status == "compensated":
                 conn.execute(
                     self._w.compensated, {"k": key, "res": result, "err": error, "now": utcnow()}
@@ -321,7 +333,7 @@ class Ledger:
         request: str | None = None,
         plan: Any = None,
     ) -> None:
-        with self._writing() as conn:
+        with self._writing(single=True) as conn:
             conn.execute(
                 self._w.record_saga,
                 {
