@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.converter import DataConverter, DefaultPayloadConverter
 from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from saga._catalog import activity_name, catalog
@@ -100,6 +100,16 @@ class Capabilities:
     @activity.defn(name=CHECK_PLAN)
     async def check_plan(self, inp: CheckInput) -> CheckedPlan:
         return answer_check(inp, catalog, self._caps)
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """How the worker (and a replayer) runs saga workflow code: in Temporal's sandbox
+    with ``saga`` passed through, or directly (``SAGA_WORKFLOW_SANDBOX=false``)."""
+    if not settings.workflow_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
+    )
 
 
 def worker_policy(settings: Settings) -> Policy | None:
@@ -233,9 +243,6 @@ def create_worker(
         ],
         # For synchronous actions; its threads start only when needed.
         activity_executor=ThreadPoolExecutor(worker_options["max_concurrent_activities"]),
-        workflow_runner=SandboxedWorkflowRunner(
-            # The catalog is process-wide: the workflow must see the worker's own copy.
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
-        ),
+        workflow_runner=workflow_runner(settings),
         **worker_options,
     )

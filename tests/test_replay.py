@@ -32,6 +32,13 @@ async def test_recorded_saga_replays_on_todays_code(path: Path) -> None:
     await replayer().replay_workflow(history)
 
 
+@pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(FOLDER)) for p in CASES])
+async def test_recorded_saga_replays_without_the_sandbox(path: Path) -> None:
+    """SAGA_WORKFLOW_SANDBOX=false runs the same workflow code directly: it must make the
+    same commands (no state shared between runs, nothing that differs outside it)."""
+    await replayer(sandbox=False).replay_workflow(load(path))
+
+
 async def test_the_replayer_runs_workflow_code_as_the_worker_does(
     client: Client, tmp_path: Path
 ) -> None:

@@ -158,6 +158,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 DEADLINE = 900.0  # seconds for one run of N workflows; --deadline
+SANDBOX = True  # the sagas' workflow code in Temporal's sandbox; --no-sandbox
 
 
 async def _timed(
@@ -245,6 +246,7 @@ async def run_sagas(
         task_queue=f"bench-saga-{uuid.uuid4().hex[:8]}",
         database_url=ledger_url,
         data_dir=data_dir,
+        workflow_sandbox=SANDBOX,
     )
     ledger = Ledger(ledger_url)
     worker = create_worker(client, settings, ledger, activities=[bench_noop, bench_undo])
@@ -332,6 +334,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "steps": args.steps,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
+        "saga_workflow_sandbox": SANDBOX,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "cases": {},
     }
@@ -396,7 +399,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global DEADLINE
+    global DEADLINE, SANDBOX
     os.environ.setdefault("SAGA_PAYLOAD_KEYS", PayloadKeys.new_entry("bench"))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--sagas", type=int, default=200, help="concurrent sagas (and bare workflows)")
@@ -410,8 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ledger", default="sqlite,postgresql", help="ledgers to measure")
     p.add_argument("--profile", type=Path, help="write cProfile files of the saga runs here")
     p.add_argument("--deadline", type=float, default=DEADLINE, help="seconds allowed per run")
+    p.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run the sagas as SAGA_WORKFLOW_SANDBOX=false does (the bare workflows keep it)",
+    )
     args = p.parse_args(argv)
     DEADLINE = args.deadline
+    SANDBOX = not args.no_sandbox
     quiet_logging()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities  # noqa: F401  (declares the production actions in the catalog)
-from saga import PayloadKeys, SagaWorkflow, data_converter
+from saga import PayloadKeys, SagaWorkflow, Settings, data_converter
 from saga._step_header import StepHeaders
+from saga._worker import workflow_runner
 from saga.planner._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (declares effects.* and money.charge)
 
@@ -45,13 +45,13 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(started["workflowId"], text)
 
 
-def replayer(*workflows: type, keys: PayloadKeys = HISTORY_KEYS) -> Replayer:
+def replayer(*workflows: type, keys: PayloadKeys = HISTORY_KEYS, sandbox: bool = True) -> Replayer:
     """A replayer that runs workflow code as ``saga.create_worker``'s worker runs it.
 
     Same agents plugin (its payload converter, and its runner that makes model calls
     activities), the payload codec (:data:`HISTORY_KEYS`; plaintext payloads pass), same
-    sandbox with ``saga`` passed through (the workflow reads the process-wide catalog,
-    filled by importing the activities modules above). ``workflows`` defaults to today's
+    runner (``sandbox``: Temporal's sandbox with ``saga`` passed through, or none, as
+    ``SAGA_WORKFLOW_SANDBOX=false`` runs it). ``workflows`` defaults to today's
     ``SagaWorkflow``; ``keys`` decrypt the histories (default: the recorded ones').
     """
     return Replayer(
@@ -60,7 +60,5 @@ def replayer(*workflows: type, keys: PayloadKeys = HISTORY_KEYS) -> Replayer:
         plugins=[agents_plugin(AgentSettings(openai_api_key=None))],
         # As a worker does: the step header goes out (replay compares no headers).
         interceptors=[StepHeaders()],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("saga")
-        ),
+        workflow_runner=workflow_runner(Settings(workflow_sandbox=sandbox)),
     )
