@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 UNDO_FAULT = "undo:"
 
@@ -22,7 +21,7 @@ class Faults:
     """
 
     lose_response: dict[str, int]
-    lose_undo_response: dict[str, int] = dataclasses.field(default_factory=dict)
+    lose_undo_response: dict[str, int] = field(default_factory=dict)
     """``undo:payments.charge=1``: the first attempt(s) of that action's compensation
     take effect and are recorded, then the answer is lost."""
 

@@ -294,10 +294,10 @@ class Ledger:
             done = conn.execute(w.read_compensation, {"k": key}).first()
         if done is None:
             return None
-        status, recorded_round, compensation_result, external_id, result = done
+        status, recorded_round, compensation_result, external_id = done
         if status != "compensated" or recorded_round != round_:  # changed meanwhile: retry
             raise RuntimeError(f"compensation of {key} changed while claimed ({status})")
-        return CompensationClaim(key, 0, external_id, True, result, compensation_result, self.keys)
+        return CompensationClaim(key, 0, external_id, True, None, compensation_result, self.keys)
 
     def finish_compensation(
         self,

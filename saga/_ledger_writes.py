@@ -170,7 +170,6 @@ class Writes:
             s.c.compensation_round,
             s.c.compensation_result,
             s.c.external_id,
-            s.c.result,
         ).where(by_key)
         self.compensated = (
             update(s)

@@ -199,12 +199,19 @@ async def test_a_compensation_whose_answer_was_lost_is_not_run_again(
     assert row is not None and row.compensation_status == "compensated"
     # Two attempts of the undo of a: the first's answer lost, the second found it done.
     history = await client.get_workflow_handle(sid).fetch_history()
-    undo_a = [
-        e.activity_task_started_event_attributes.attempt
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    attempts = {
+        scheduled[e.activity_task_started_event_attributes.scheduled_event_id]: (
+            e.activity_task_started_event_attributes.attempt
+        )
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    ]
-    assert max(undo_a) == 2, undo_a
+    }
+    assert attempts["a:compensate:1"] == 2, attempts
 
 
 async def test_same_idempotency_key_twice_returns_recorded_result(stack: Stack) -> None:
