@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,40 @@ ENV = "SAGA_PAYLOAD_KEYS"
 NONCE_BYTES = 12
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PAYLOAD_CONTEXT = b"saga-payload/"
+
+
+class _Nonces:
+    """12-byte AES-GCM nonces from the OS's random source, read a few KiB at a time.
+
+    ``os.urandom`` gives up the GIL for its system call, so on a busy worker each call
+    from the event loop waited for the GIL to come back: about 0.15 ms per payload in a
+    profile of 200 sagas, against 0.015 ms for the same call on an idle loop. Reading
+    341 nonces per call keeps the same randomness. A forked child drops the buffer it
+    inherited, so two processes never take the same nonce from it.
+    """
+
+    CHUNK = NONCE_BYTES * 341
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer, self._at = b"", 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._at + NONCE_BYTES > len(self._buffer):
+                self._buffer, self._at = os.urandom(self.CHUNK), 0
+            nonce = self._buffer[self._at : self._at + NONCE_BYTES]
+            self._at += NONCE_BYTES
+            return nonce
+
+
+_nonces = _Nonces()
 
 
 class PayloadKeyError(SagaError):
@@ -121,7 +156,7 @@ class PayloadKeys:
     def encrypt(self, plaintext: bytes, context: bytes = b"") -> tuple[str, bytes]:
         """``(key id, nonce + ciphertext)``; ``context`` must be given again to decrypt."""
         key_id = self.current
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _nonces.take()
         sealed = self._ciphers[key_id].encrypt(nonce, plaintext, context + key_id.encode())
         return key_id, nonce + sealed
 

@@ -145,6 +145,40 @@ async def test_failure_messages_and_stack_traces_are_encrypted() -> None:
     assert decoded.type == "CardDeclined"
 
 
+def test_nonces_are_read_in_bulk_never_repeat_and_a_fork_takes_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each os.urandom call gives up the GIL, which a busy event loop then waits for: the
+    # codec reads its nonces a few KiB at a time. A forked child must not reuse the
+    # parent's unread ones.
+    k = keys("k")
+    calls: list[int] = []
+    real = os.urandom
+
+    def counted(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(os, "urandom", counted)
+    nonces = [k.encrypt(b"x")[1][:12] for _ in range(1000)]
+    assert len(set(nonces)) == 1000
+    assert 1 <= len(calls) <= 4, calls
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next nonce, to the parent
+        try:
+            os.write(write, k.encrypt(b"x")[1][:12])
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 12)
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = k.encrypt(b"x")[1][:12]
+    assert len(child) == 12 and child != parent and child not in nonces
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

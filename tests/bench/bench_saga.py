@@ -48,7 +48,7 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 with workflow.unsafe.imports_passed_through():
@@ -145,8 +145,11 @@ class BareWorkflow:
 
 
 # -- measuring ---------------------------------------------------------------------------
-def _runner() -> SandboxedWorkflowRunner:
-    # As create_worker's, plus this module (the saga workflow's module is passed through too).
+def _runner() -> WorkflowRunner:
+    # As create_worker's, plus this module (the saga workflow's module is passed through
+    # too); with --no-sandbox the bare workflows run without it as well.
+    if not SANDBOX:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("saga", __name__)
     )
@@ -158,7 +161,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 DEADLINE = 900.0  # seconds for one run of N workflows; --deadline
-SANDBOX = True  # the sagas' workflow code in Temporal's sandbox; --no-sandbox
+SANDBOX = True  # workflow code (sagas' and bare) in Temporal's sandbox; --no-sandbox
 
 
 async def _timed(
@@ -416,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-sandbox",
         action="store_true",
-        help="run the sagas as SAGA_WORKFLOW_SANDBOX=false does (the bare workflows keep it)",
+        help="run workflow code without the sandbox: the sagas as SAGA_WORKFLOW_SANDBOX=false "
+        "does, and the bare workflows likewise",
     )
     args = p.parse_args(argv)
     DEADLINE = args.deadline
