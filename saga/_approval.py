@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         SagaStatus,
         StepEdit,
         StepSpec,
+        StepStatus,
     )
     from saga._plan import check_plan, step_specs, with_args
     from saga._plan_check import CHECK_PLAN
@@ -137,7 +138,7 @@ class ApprovalGate:
         except ValueError as exc:
             raise ApplicationError(str(exc), type="StaleEdit", non_retryable=True) from None
         self._state.plan = checked.plan
-        self._specs = checked.specs
+        self._specs = {**self._specs, **checked.specs}  # a re-plan keeps its failed step's
         self._needs_approval = checked.needs_approval
         self._state.plan_hash = plan_hash(checked.plan)
         return self._state
@@ -151,6 +152,10 @@ class ApprovalGate:
         assert self._state.plan is not None
         if not isinstance(edit.args, dict):
             raise ValueError("args must be an object")
+        ran = next((s for s in self._state.steps if s.id == edit.step_id), None)
+        if ran is not None and ran.status is not StepStatus.PENDING:
+            # Approving a re-plan: only its new steps are open to edits.
+            raise ValueError(f"step {edit.step_id!r} already ran ({ran.status.value})")
         try:
             with_args(self._state.plan, edit.step_id, edit.args)
         except KeyError as exc:

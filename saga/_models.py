@@ -224,6 +224,16 @@ class StepState(BaseModel):
     )
 
 
+class LookupRecord(BaseModel):
+    """One read-only look-up the planner called before it proposed a plan."""
+
+    id: str = Field(description="``lookup:<n>``, its ledger step id (no plan step has one).")
+    action: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = Field(None, description="Why it was refused or failed.")
+
+
 class SagaResult(BaseModel):
     """The saga's state: returned by the live-state query and as the workflow result."""
 
@@ -241,6 +251,14 @@ class SagaResult(BaseModel):
     planner: str | None = Field(None, description="Which planner wrote the plan, if any.")
     approval: ApprovalState = ApprovalState.NOT_REQUIRED
     approval_note: str | None = None
+    lookups: list[LookupRecord] = Field(
+        default_factory=list, description="What the planner looked up, in order."
+    )
+    replans: list[str] = Field(
+        default_factory=list,
+        description="Each re-plan after a step failed for a business reason: what failed "
+        "and what the planner answered.",
+    )
 
     @property
     def compensated_steps(self) -> list[StepState]:

@@ -47,6 +47,16 @@ class Policy(BaseModel):
         24 * 3600, gt=0, description="No answer within this time means rejected."
     )
     max_repairs: int = Field(2, ge=0, le=5, description="Model repair turns for bad plans.")
+    max_lookups: int = Field(
+        8, ge=0, le=50, description="Read-only look-ups the planner may call for one plan."
+    )
+    max_replans: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Times the planner may propose the rest of a plan after a step failed "
+        "for a business reason (card declined, out of stock); 0 undoes at once.",
+    )
 
 
 _APPROVAL_ORDER = [ApprovalMode.NEVER, ApprovalMode.RISKY, ApprovalMode.ALWAYS]
@@ -82,6 +92,8 @@ def stricter(policy: Policy, floor: Policy) -> Policy:
             policy.approval_timeout_seconds, floor.approval_timeout_seconds
         ),
         max_repairs=min(policy.max_repairs, floor.max_repairs),
+        max_lookups=min(policy.max_lookups, floor.max_lookups),
+        max_replans=min(policy.max_replans, floor.max_replans),
     )
 
 

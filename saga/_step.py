@@ -44,7 +44,9 @@ from saga._step_context import StepContext, _current, current_step, uncertain
 from saga._step_header import (
     COMPENSATE,
     DELIVERY_UNCERTAIN,
+    OUT_OF_RETRIES,
     RESEND,
+    TIMED_OUT,
     StepHeader,
     StepHeaderInbound,
     read_header,
@@ -132,15 +134,15 @@ def _given_up(exc: BaseException, failures: int | None, retry: Retry) -> Applica
     else:
         kind = type(exc).__name__
     return ApplicationError(
-        f"{exc} (failed {failures} times; out of retries)", type=kind, non_retryable=True
+        f"{exc} (failed {failures} times; {OUT_OF_RETRIES})", type=kind, non_retryable=True
     )
 
 
 def _timed_out(what: str, failures: int, timeout: timedelta) -> ApplicationError:
     return ApplicationError(
         f"{what} timed out (start-to-close {timeout.total_seconds():g}s); "
-        f"failed {failures} times, out of retries",
-        type="StartToCloseTimeout",
+        f"failed {failures} times, {OUT_OF_RETRIES}",
+        type=TIMED_OUT,
         non_retryable=True,
     )
 

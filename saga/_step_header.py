@@ -13,6 +13,7 @@ arguments and no personal data, only names, numbers and time-outs.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 from temporalio.worker import (
     Interceptor,
     StartActivityInput,
@@ -145,6 +146,39 @@ def parked(exc: BaseException) -> tuple[dict[str, Any], str | None] | None:
     evidence = details[0] if details and isinstance(details[0], dict) else {}
     external_id = details[1] if len(details) > 1 and isinstance(details[1], str) else None
     return evidence, external_id
+
+
+def cause_text(exc: BaseException) -> str:
+    """The innermost useful message of an activity failure."""
+    while isinstance(exc, ActivityError) and exc.cause is not None:
+        exc = exc.cause
+    if isinstance(exc, ApplicationError):
+        kind = f"{exc.type}: " if exc.type else ""
+        return f"{kind}{exc.message}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({exc.type.name if exc.type else 'timeout'})"
+    if isinstance(exc, CancelledError | asyncio.CancelledError):
+        return "cancelled"
+    return str(exc) or type(exc).__name__
+
+
+OUT_OF_RETRIES = "out of retries"
+"""Ends the message of a failure the engine made final (retries spent, timed out)."""
+TIMED_OUT = "StartToCloseTimeout"
+
+
+def business_failure(exc: BaseException) -> ApplicationError | None:
+    """The action's own final refusal behind a step failure (a card declined, out of
+    stock: an ``ApplicationError`` it raised as non-retryable), else None: time-outs,
+    spent retries, lost workers and cancellations are not the business's answer."""
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    if not isinstance(cause, ApplicationError) or not cause.non_retryable:
+        return None
+    if cause.type in (TIMED_OUT, DELIVERY_UNCERTAIN) or cause.message.rstrip(")").endswith(
+        OUT_OF_RETRIES
+    ):
+        return None
+    return cause
 
 
 _outgoing: contextvars.ContextVar[StepHeader | None] = contextvars.ContextVar(

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from saga._catalog import ActionKind
@@ -33,23 +33,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from saga._planning import Planning
     from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
+    from saga._step_header import cause_text as _cause
 
 RECORD_SAGA = "record_saga_outcome"
 T = TypeVar("T")
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost useful message of an activity failure."""
-    while isinstance(exc, ActivityError) and exc.cause is not None:
-        exc = exc.cause
-    if isinstance(exc, ApplicationError):
-        kind = f"{exc.type}: " if exc.type else ""
-        return f"{kind}{exc.message}"
-    if isinstance(exc, TimeoutError):
-        return f"timed out ({exc.type.name if exc.type else 'timeout'})"
-    if isinstance(exc, CancelledError | asyncio.CancelledError):
-        return "cancelled"
-    return str(exc) or type(exc).__name__
 
 
 @workflow.defn
@@ -122,10 +109,20 @@ class SagaWorkflow(Planning):
         return await self._closed(SagaStatus.COMPENSATED)
 
     async def _run_steps(self, plan: Plan) -> str | None:
-        """Run the plan's steps in order; why they stopped short, or None."""
+        """Run the plan's steps in order; why they stopped short, or None. A step that
+        fails for a business reason may get the rest of the plan re-planned."""
+        pending = [step.id for step in plan.steps]
         try:
-            for step in plan.steps:
-                await self._run_step(step.id)
+            while pending:
+                step_id = pending.pop(0)
+                try:
+                    await self._run_step(step_id)
+                except ActivityError as exc:
+                    replanned = await self._replanned(step_id, exc)
+                    if replanned is None:
+                        raise
+                    pending = self._adopt(replanned)
+                    continue
                 self._raise_if_cancel_swallowed()
         except asyncio.CancelledError:
             self._cancel_requested = True
@@ -155,6 +152,23 @@ class SagaWorkflow(Planning):
         self._steps = {s.id: s for s in steps}
         # Assigned, not appended: the agents plugin's converter drops unset fields.
         self._state.steps = steps
+
+    def _adopt(self, plan: Plan) -> list[str]:
+        """Take on a re-planned ``plan`` (the steps that ran, then new ones): the old
+        plan's steps that did not run are dropped; the ids of the new steps to run."""
+        self._state.status = SagaStatus.RUNNING
+        for state in self._state.steps:
+            if state.status is StepStatus.PENDING:
+                state.status = StepStatus.SKIPPED
+                state.error = "dropped by a re-plan"
+        added = [
+            StepState(id=s.id, action=s.action, args=s.args)
+            for s in plan.steps
+            if s.id not in self._steps
+        ]
+        self._steps.update((s.id, s) for s in added)
+        self._state.steps = [*self._state.steps, *added]
+        return [s.id for s in added]
 
     def _raise_if_cancel_swallowed(self) -> None:
         # sdk-python #620/#1224: a cancel delivered in the same task as an activity

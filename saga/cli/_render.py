@@ -45,6 +45,11 @@ def show(result: SagaResult, as_json: bool) -> None:
         out.print(f"plan {result.plan_hash} ({result.planner or 'hand-written'}):")
         for st in result.plan.steps:
             out.print(f"  {st.id}: {st.action} {json.dumps(st.args)}")
+    for look in result.lookups:
+        answer = f"error: {look.error}" if look.error else json.dumps(look.result)
+        out.print(f"looked up {look.action} {json.dumps(look.args)}: {answer}")
+    for note in result.replans:
+        out.print(f"re-planned after step {note}")
     if result.status is SagaStatus.AWAITING_APPROVAL:
         out.print(f"waiting for approval: saga approve {result.saga_id}")
     if result.error:

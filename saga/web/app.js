@@ -209,6 +209,17 @@
     const problems = $("#problems");
     problems.replaceChildren(...state.problems.map((p) => el("li", { text: p })));
     problems.hidden = state.problems.length === 0;
+    const notes = [
+      ...(state.lookups || []).map(
+        (l) =>
+          `looked up ${l.action} ${JSON.stringify(l.args)}: ` +
+          (l.error ? `not answered: ${l.error}` : JSON.stringify(l.result)),
+      ),
+      ...(state.replans || []).map((r) => `re-planned after step ${r}`),
+    ];
+    const planNotes = $("#plan-notes");
+    planNotes.replaceChildren(...notes.map((t) => el("li", { text: t })));
+    planNotes.hidden = notes.length === 0;
     for (const button of document.querySelectorAll("main button")) button.disabled = busy;
     previous = view;
   }

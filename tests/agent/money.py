@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
-from saga import Amount, Currency, Settings, compensated_by, current_step
+from saga import Amount, Currency, Settings, compensated_by, current_step, read_only
 from tests import effects
 
 
@@ -27,6 +27,28 @@ class ChargeInput(BaseModel):
 
 class ChargeResult(BaseModel):
     external_id: str
+
+
+class BalanceInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, description="Whose balance.")
+
+
+class BalanceResult(BaseModel):
+    external_id: str | None = None
+    name: str
+    balance: Amount
+    currency: Currency
+
+
+BALANCES = {"ana": 1234, "bo": 50}
+
+
+@read_only
+@activity.defn
+async def balance_money(inp: BalanceInput) -> BalanceResult:
+    """Look up what someone may spend (a read-only look-up); unknown names have none."""
+    return BalanceResult(name=inp.name, balance=BALANCES.get(inp.name, 0), currency="EUR")
 
 
 class MoneyCompensations:
@@ -72,4 +94,5 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         *effects.build_activities(settings),
         MoneyActivities(engine).charge_money,
         MoneyCompensations(engine).refund_money,
+        balance_money,
     ]

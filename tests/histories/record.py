@@ -293,6 +293,23 @@ def _repairs() -> list[ModelResponse]:
     ]
 
 
+async def looked_up_and_replanned(run: Run) -> None:
+    """The model looks up a balance, plans a then b; b is declined, and its re-plan (c)
+    runs after a."""
+    await run.request("apply a and b, or c if b is declined", Policy())
+
+
+def _lookup_and_replan() -> list[ModelResponse]:
+    return [
+        ResponseBuilders.tool_call('{"name": "ana"}', "money__balance", call_id="call-look-1"),
+        plan_response(
+            ("a", "effects.apply", {"name": "a"}),
+            ("b", "effects.apply", {"name": "b", "fail": "before"}),
+        ),
+        plan_response(("c", "effects.apply", {"name": "c"})),
+    ]
+
+
 # -- what each saga must have done ---------------------------------------------------------
 def _events(history: WorkflowHistory, kind: EventType.ValueType) -> int:
     return sum(e.event_type == kind for e in history.events)
@@ -401,6 +418,20 @@ SCENARIOS: dict[str, Scenario] = {
         SagaStatus.COMPLETED,
         lambda r, h: _model_calls(h) == 3,
         _repairs,
+    ),
+    "looked_up_and_replanned": Scenario(
+        looked_up_and_replanned,
+        SagaStatus.COMPLETED,
+        lambda r, h: (
+            _model_calls(h) == 3
+            and len(r.lookups) == 1
+            and r.lookups[0].result is not None
+            and len(r.replans) == 1
+            and [s.id for s in r.plan.steps] == ["a", "c"]
+            if r.plan is not None
+            else False
+        ),
+        _lookup_and_replan,
     ),
 }
 """Every recorded saga, by the name of its file."""

@@ -1,0 +1,79 @@
+"""The planner's look-ups: the catalog's read-only actions, offered to the model as tools.
+
+Before it proposes a plan the model may look at the world: stock and prices, a
+customer's saved cards, open tickets. Each call goes through the caller's ``LookupRunner``
+(in the saga workflow: checked by a worker like any step, then run as an activity
+recorded in history and in the ledger), so a look-up is never repeated on replay and
+never reaches anything but a read-only catalog action. What comes back is data for the
+model, not instructions: it is bounded here, and the rules say so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents import FunctionTool, RunContextWrapper
+
+LookupRunner = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Runs one look-up ``(action, args)``; answers ``{"result": ...}`` or ``{"error": ...}``."""
+
+MAX_ANSWER_CHARS = 4000
+"""What the model reads of one look-up's answer, at most."""
+
+
+def tool_name(action: str) -> str:
+    """The tool's name for ``action``: tool names allow no dot (``inventory__product``)."""
+    return action.replace(".", "__")
+
+
+def _answer(action: str, answer: dict[str, Any]) -> str:
+    text = json.dumps({"lookup": action, **answer}, sort_keys=True, default=str)
+    if len(text) > MAX_ANSWER_CHARS:
+        text = json.dumps(
+            {"lookup": action, "truncated": True, "text": text[: MAX_ANSWER_CHARS - 100]}
+        )
+    return text
+
+
+class Lookups:
+    """The read-only actions among ``actions`` (catalog descriptions) as tools, with a
+    budget of ``budget`` calls for one planning turn and everything after it."""
+
+    def __init__(self, actions: list[dict[str, Any]], run: LookupRunner, budget: int) -> None:
+        self._run = run
+        self.budget = budget
+        self.calls = 0
+        self.tools: list[FunctionTool] = [
+            self._tool(a) for a in actions if a.get("kind") == "read_only" and budget > 0
+        ]
+
+    def _tool(self, described: dict[str, Any]) -> FunctionTool:
+        action = str(described["action"])
+
+        async def invoke(_ctx: RunContextWrapper[Any], args_json: str) -> str:
+            if self.calls >= self.budget:
+                return _answer(
+                    action,
+                    {
+                        "error": f"refused: the policy allows {self.budget} look-up(s) and "
+                        "they are spent; return your plan now"
+                    },
+                )
+            try:
+                args = json.loads(args_json) if args_json.strip() else {}
+            except json.JSONDecodeError as exc:
+                return _answer(action, {"error": f"arguments are not JSON ({exc.msg})"})
+            if not isinstance(args, dict):
+                return _answer(action, {"error": "arguments must be a JSON object"})
+            self.calls += 1
+            return _answer(action, await self._run(action, args))
+
+        return FunctionTool(
+            name=tool_name(action),
+            description=f"Look-up (changes nothing): {described.get('description', '')}",
+            params_json_schema=described.get("args_schema") or {"type": "object"},
+            on_invoke_tool=invoke,
+            strict_json_schema=False,
+        )
