@@ -29,6 +29,7 @@ WORKFLOW_MODULES = [
     "saga/_policy.py",
     "saga/_limits.py",
     "saga/planner/_agent.py",
+    "saga/planner/_lookups.py",
 ]
 FORBIDDEN = {
     ("datetime", "now"),

@@ -236,8 +236,9 @@ async def plan_with_agent(
     history: list[TResponseInputItem] = [{"role": "user", "content": request}]
     if situation:
         history.append({"role": "user", "content": situation})
-    # Each look-up the model makes is a turn of its own, and the answer one more.
-    turns = 1 + (policy.max_lookups if tools is not None and tools.tools else 0)
+    # Each look-up is a turn of its own; then one turn to be told the budget is spent,
+    # and one for the answer.
+    turns = 2 + policy.max_lookups if tools is not None and tools.tools else 1
     responses: list[ModelResponse] = []
     problems: list[str] = []
     for turn in range(policy.max_repairs + 1):
