@@ -35,6 +35,14 @@ class Compensations:
         that took effect and then failed, timed out or was cancelled is undone too."""
         self._registered.append(step_id)
 
+    def remove(self, step_id: str) -> bool:
+        """Take ``step_id`` off the list (its undo is run now, by the caller); whether it
+        was on it."""
+        if step_id not in self._registered:
+            return False
+        self._registered.remove(step_id)
+        return True
+
     async def compensate(self, undo: Callable[[str], Awaitable[None]]) -> None:
         """``undo`` every registered step, last registered first (or all together)."""
         order = list(reversed(self._registered))

@@ -55,6 +55,11 @@ SITUATION_CHARS = 8000
 class Planning(ApprovalGate):
     """Obtains the saga's plan: given, or planned from the request; checked either way."""
 
+    _cancel_requested: bool
+
+    async def _undo_now(self, step_id: str) -> None:
+        raise NotImplementedError  # the saga workflow's: undo one step at once
+
     async def _obtain_plan(self, inp: SagaInput) -> Plan | None:
         """The validated, policy-checked plan, or None."""
         refused = saga_input_problems(inp)
@@ -144,6 +149,11 @@ class Planning(ApprovalGate):
         if refusal is None or not request or len(self._state.replans) >= self._policy.max_replans:
             return None
         if not workflow.patched(REPLANS):
+            return None
+        # The failed step may have taken effect before it failed: undone first, so the
+        # saga goes on from a world where it did not happen.
+        await self._undo_now(failed)
+        if self._cancel_requested:
             return None
         steps = self._state.steps
         ran = [s for s in steps if s.status is StepStatus.SUCCEEDED]

@@ -153,6 +153,12 @@ class SagaWorkflow(Planning):
         # Assigned, not appended: the agents plugin's converter drops unset fields.
         self._state.steps = steps
 
+    async def _undo_now(self, step_id: str) -> None:
+        """Undo one failed step before the saga goes on without it: a step can fail
+        after it took effect. A cancel meanwhile cannot stop it (it is remembered)."""
+        if self._compensations.remove(step_id):
+            await self._uncancellable(self._compensate(step_id))
+
     def _adopt(self, plan: Plan) -> list[str]:
         """Take on a re-planned ``plan`` (the steps that ran, then new ones): the old
         plan's steps that did not run are dropped; the ids of the new steps to run."""

@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from saga import SagaResult, SagaStatus, SagaWorkflow
-from saga._models import ApprovalDecision, StepEdit, StepStatus
+from saga._models import ApprovalDecision, CompensationStatus, StepEdit, StepStatus
 from saga._policy import ApprovalMode, Policy
 from saga.planner._lookups import tool_name
 from tests import effects
@@ -105,14 +105,17 @@ async def test_lookups_are_checked_and_bounded_by_the_policy(run_worker: RunWork
     assert record.result is None and record.error is not None and "limit" in record.error
 
 
+@pytest.mark.parametrize("fail", ["before", "after"])
 async def test_a_business_failure_gets_the_rest_of_the_plan_replanned(
-    run_worker: RunWorker,
+    run_worker: RunWorker, fail: str
 ) -> None:
+    # "after": b took effect, then failed. It is undone before the saga goes on, so the
+    # completed saga leaves nothing of it.
     model = ScriptedModel(
         [
             plan_response(
                 ("a", "effects.apply", {"name": "a"}),
-                ("b", "effects.apply", {"name": "b", "fail": "before"}),
+                ("b", "effects.apply", {"name": "b", "fail": fail}),
                 ("d", "effects.apply", {"name": "d"}),
             ),
             plan_response(("c", "effects.apply", {"name": "c"})),
@@ -122,7 +125,12 @@ async def test_a_business_failure_gets_the_rest_of_the_plan_replanned(
         handle = await stack.start("apply a and b, or c if b is declined")
         result = await handle.result()
     assert result.status == SagaStatus.COMPLETED, result
-    assert applied(stack, handle) == {"a": 0, "c": 0}
+    assert applied(stack, handle) == (
+        {"a": 0, "c": 0} if fail == "before" else {"a": 0, "b": 1, "c": 0}
+    )
+    undone = {s.id: s.compensation for s in result.steps}
+    assert undone["b"] == CompensationStatus.COMPENSATED
+    assert undone["a"] == undone["c"] == CompensationStatus.REGISTERED
     states = {s.id: s.status for s in result.steps}
     assert states == {
         "a": StepStatus.SUCCEEDED,
@@ -133,7 +141,7 @@ async def test_a_business_failure_gets_the_rest_of_the_plan_replanned(
     assert result.plan is not None and [s.id for s in result.plan.steps] == ["a", "c"]
     assert len(result.replans) == 1 and "re-planned as c" in result.replans[0]
     told = model.feedback(1)
-    assert "Declined: injected business failure" in told
+    assert ("Declined: injected business failure" if fail == "before" else "Broken: ") in told
     assert '"ran"' in told and '"dropped": ["d"]' in told
 
 
