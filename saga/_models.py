@@ -74,8 +74,16 @@ class StepSpec(BaseModel):
     compensation_retry: Retry
 
 
+class SagaMode(enum.StrEnum):
+    PLAN = "plan"
+    """A plan (given, or written by the planner) is checked, maybe approved, then run."""
+    ACT = "act"
+    """The agent acts step by step with tools; each write call is a step of the saga."""
+
+
 class SagaInput(BaseModel):
-    """What starts a saga: a plan, or a request the planner agent turns into one.
+    """What starts a saga: a plan, or a request the planner agent turns into one (or, in
+    act mode, that the agent does step by step).
 
     ``plan`` stays raw so that a malformed plan is rejected with reasons, not crashed on.
     """
@@ -83,6 +91,7 @@ class SagaInput(BaseModel):
     plan: Any = None
     request: str | None = None
     policy: Policy = Field(default_factory=Policy)
+    mode: SagaMode = SagaMode.PLAN
 
 
 class WorkerCapabilities(BaseModel):
@@ -128,6 +137,10 @@ class CheckedPlan(BaseModel):
     )
     specs: dict[str, StepSpec] = Field(default_factory=dict)
     needs_approval: bool = False
+    risky: list[str] = Field(
+        default_factory=list,
+        description="The steps that, each on its own, the policy wants a person to approve.",
+    )
 
 
 class SagaStatus(enum.StrEnum):
@@ -254,6 +267,8 @@ class SagaResult(BaseModel):
     lookups: list[LookupRecord] = Field(
         default_factory=list, description="What the planner looked up, in order."
     )
+    mode: SagaMode = SagaMode.PLAN
+    answer: str | None = Field(None, description="Act mode: the agent's last word.")
     replans: list[str] = Field(
         default_factory=list,
         description="Each re-plan after a step failed for a business reason: what failed "

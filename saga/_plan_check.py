@@ -45,4 +45,9 @@ def answer_check(inp: CheckInput, cat: Catalog, caps: WorkerCapabilities) -> Che
     answer.plan = plan
     answer.specs = step_specs(plan, cat)
     answer.needs_approval = needs_approval(plan, policy, cat)
+    answer.risky = [
+        s.id
+        for s in plan.steps
+        if needs_approval(plan.model_copy(update={"steps": [s]}), policy, cat)
+    ]
     return answer

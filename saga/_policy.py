@@ -50,6 +50,9 @@ class Policy(BaseModel):
     max_lookups: int = Field(
         8, ge=0, le=50, description="Read-only look-ups the planner may call for one plan."
     )
+    max_turns: int = Field(
+        12, ge=1, le=50, description="Act mode: the agent's model calls (turns), at most."
+    )
     max_replans: int = Field(
         1,
         ge=0,
@@ -94,6 +97,7 @@ def stricter(policy: Policy, floor: Policy) -> Policy:
         max_repairs=min(policy.max_repairs, floor.max_repairs),
         max_lookups=min(policy.max_lookups, floor.max_lookups),
         max_replans=min(policy.max_replans, floor.max_replans),
+        max_turns=min(policy.max_turns, floor.max_turns),
     )
 
 

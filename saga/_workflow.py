@@ -17,13 +17,16 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from saga._acting import Acting
     from saga._catalog import ActionKind
     from saga._compensations import Compensations, Operator, finish
+    from saga._limits import saga_input_problems
     from saga._models import (
         CompensationStatus,
         OperatorAction,
         Plan,
         SagaInput,
+        SagaMode,
         SagaOutcome,
         SagaResult,
         SagaStatus,
@@ -31,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         StepStatus,
     )
-    from saga._planning import Planning
     from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
     from saga._step_header import cause_text as _cause
 
@@ -40,7 +42,7 @@ T = TypeVar("T")
 
 
 @workflow.defn
-class SagaWorkflow(Planning):
+class SagaWorkflow(Acting):
     @workflow.init
     def __init__(self, inp: SagaInput) -> None:
         self._state = SagaResult(
@@ -87,6 +89,8 @@ class SagaWorkflow(Planning):
     # -- the saga ----------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: SagaInput) -> SagaResult:
+        if inp.mode is SagaMode.ACT:
+            return await self._run_acting(inp)
         try:
             plan = await self._obtain_plan(inp)
             if plan is not None:
@@ -102,6 +106,26 @@ class SagaWorkflow(Planning):
         failure = await self._run_steps(plan)
         if failure is None:
             return await self._closed(SagaStatus.COMPLETED)
+        return await self._undone(failure)
+
+    async def _run_acting(self, inp: SagaInput) -> SagaResult:
+        """Act mode: the agent acts until it answers; undone if it gives up or fails."""
+        self._state.mode = inp.mode
+        refused = saga_input_problems(inp)
+        if refused or not inp.request:
+            self._reject(refused or ["saga: act mode needs a request"], "input refused")
+            return await self._closed(SagaStatus.REJECTED)
+        try:
+            failure = await self._act(inp.request)
+        except asyncio.CancelledError:
+            self._cancel_requested = True
+            failure = "cancelled"
+        if failure is None:
+            return await self._closed(SagaStatus.COMPLETED)
+        return await self._undone(failure)
+
+    async def _undone(self, failure: str) -> SagaResult:
+        """Unwind, then close as compensated (or cancelled, re-raising the cancel)."""
         await self._unwind(failure)
         if self._cancel_requested or workflow.cancellation_reason() is not None:
             await self._closed(SagaStatus.CANCELLED)

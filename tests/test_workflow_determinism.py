@@ -30,6 +30,8 @@ WORKFLOW_MODULES = [
     "saga/_limits.py",
     "saga/planner/_agent.py",
     "saga/planner/_lookups.py",
+    "saga/planner/_act.py",
+    "saga/_acting.py",
 ]
 FORBIDDEN = {
     ("datetime", "now"),

@@ -16,7 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
 from saga._limits import check_saga_input
-from saga._models import ApprovalDecision, OperatorAction, SagaInput, SagaResult
+from saga._models import ApprovalDecision, OperatorAction, SagaInput, SagaMode, SagaResult
 from saga._plan import check_plan
 from saga._problems import read_json_file, system_problem
 from saga._settings import Settings
@@ -28,6 +28,9 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     """Everything is checked (input, sizes, plan, policy) before a workflow is started."""
     if args.plan is not None and args.request:
         raise UsageError("give a plan (--plan) or a request in words, not both")
+    mode = SagaMode(args.mode)
+    if mode is SagaMode.ACT and args.plan is not None:
+        raise UsageError("--mode act takes a request in words, not a plan")
     if args.id is not None and not args.id.strip():
         raise UsageError("--id is empty")
     load_catalog(settings)
@@ -41,7 +44,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         request = " ".join(args.request)
     else:
         raise UsageError("give a plan (--plan FILE) or a request in words")
-    saga_input = SagaInput(plan=plan, request=request, policy=policy)
+    saga_input = SagaInput(plan=plan, request=request, policy=policy, mode=mode)
     check_saga_input(saga_input)
     if plan is not None:
         check_plan(plan, catalog, policy)

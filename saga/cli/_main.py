@@ -89,6 +89,13 @@ def parser() -> argparse.ArgumentParser:
         "--plan",
         help=f"JSON plan file, or a bundled example by name ({', '.join(example_names())})",
     )
+    start.add_argument(
+        "--mode",
+        choices=["plan", "act"],
+        default="plan",
+        help="plan: the planner writes the whole plan first (default); act: the agent acts "
+        "step by step, each write a saga step",
+    )
     start.add_argument("--id", help="saga id (default: generated)")
     start.add_argument("--wait", action="store_true", help="wait for the outcome")
     start.add_argument("--json", action="store_true", help="print the typed result as JSON")

@@ -28,7 +28,7 @@ from temporalio.openai_agents.testing import ResponseBuilders, TestModel, TestMo
 from temporalio.worker import Worker
 
 from saga import Ledger, SagaResult, SagaWorkflow, Settings, create_worker
-from saga._models import SagaInput
+from saga._models import SagaInput, SagaMode
 from saga._policy import Policy
 from saga.planner._agent_settings import AgentSettings, agents_plugin
 from tests.agent import money  # noqa: F401  (registers money.charge in the catalog)
@@ -121,11 +121,15 @@ class AgentStack:
     worker: Worker
 
     async def start(
-        self, request: str, policy: Policy | None = None, saga_id: str | None = None
+        self,
+        request: str,
+        policy: Policy | None = None,
+        saga_id: str | None = None,
+        mode: SagaMode = SagaMode.PLAN,
     ) -> WorkflowHandle[SagaWorkflow, SagaResult]:
         return await self.client.start_workflow(
             SagaWorkflow.run,
-            SagaInput(request=request, policy=policy or Policy()),
+            SagaInput(request=request, policy=policy or Policy(), mode=mode),
             id=saga_id or f"agent-{uuid.uuid4().hex[:10]}",
             task_queue=self.settings.task_queue,
         )
