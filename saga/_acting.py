@@ -46,10 +46,10 @@ class Acting(Planning):
         self._policy = offer.policy
         self._start(Plan(steps=[]))
         self._state.plan = Plan(steps=[])
-        self._state.planner = "OpenAI Agents SDK agent (act mode)"
         acted = await act_with_agent(
             request, offer.policy, offer.catalog or [], self._lookup, self._write
         )
+        self._state.planner = acted.planner
         if self._abort is not None:
             return self._abort
         if acted.error is not None:

@@ -75,6 +75,22 @@ async def test_start_wait_json_completed(stack: Stack, tmp_path: Path) -> None:
     assert len(effects.effects_of(stack.effects, sid)) == 1
 
 
+async def test_start_in_act_mode(stack: Stack, tmp_path: Path) -> None:
+    sid = unique()
+    request = "effects.apply name=a then effects.notify name=done"
+    proc = await saga(stack, "start", "--mode", "act", request, "--id", sid, "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "call-1" in proc.stdout and "call-2" in proc.stdout
+    shown = await saga(stack, "status", sid, "--json")
+    result = json.loads(shown.stdout)
+    assert result["mode"] == "act" and result["status"] == "completed"
+    assert result["answer"].endswith("did effects.apply, effects.notify")
+    plan = write_plan(tmp_path, {"steps": []})
+    both = await saga(stack, "start", "--mode", "act", "--plan", plan)
+    assert both.returncode == 2
+    assert "--mode act takes a request in words, not a plan" in both.stderr
+
+
 async def test_compensated_saga_exits_non_zero(stack: Stack, tmp_path: Path) -> None:
     plan = {
         "steps": [

@@ -36,6 +36,7 @@ from saga.planner._agent import (
     CATALOG_OPEN,
     POLICY_CLOSE,
     POLICY_OPEN,
+    _label,
     model_call_failure,
 )
 from saga.planner._lookups import MAX_ANSWER_CHARS, LookupRunner, Lookups, tool_name
@@ -61,6 +62,8 @@ class ActResult(BaseModel):
     answer: str | None = None
     error: str | None = Field(None, description="Why the run ended without an answer.")
     model_calls: int = 0
+    planner: str = "none"
+    """Which model acted (the offline planner, or an OpenAI Agents SDK model)."""
 
 
 ACT_RULES = """\
@@ -149,19 +152,19 @@ async def act_with_agent(
             max_turns=policy.max_turns,
             run_config=RunConfig(tracing_disabled=True, workflow_name=ACTOR_NAME),
         )
-    except MaxTurnsExceeded as exc:
-        calls = len(exc.run_data.raw_responses) if exc.run_data is not None else 0
-        return ActResult(
-            error=f"the agent did not finish within {policy.max_turns} model turns",
-            model_calls=calls,
-        )
-    except AgentsException as exc:
-        calls = len(exc.run_data.raw_responses) if exc.run_data is not None else 0
-        return ActResult(error=f"unusable model output: {str(exc)[:300]}", model_calls=calls)
+    except AgentsException as exc:  # MaxTurnsExceeded, unusable output
+        responses = list(exc.run_data.raw_responses) if exc.run_data is not None else []
+        error = f"unusable model output: {str(exc)[:300]}"
+        if isinstance(exc, MaxTurnsExceeded):
+            error = f"the agent did not finish within {policy.max_turns} model turns"
+        return ActResult(error=error, model_calls=len(responses), planner=_label(responses))
     except ActivityError as exc:  # a model call failed, its retries spent
         return ActResult(error=model_call_failure(exc))
     output = result.final_output
     assert isinstance(output, ActOutput)
     return ActResult(
-        done=output.done, answer=output.answer[:2000], model_calls=len(result.raw_responses)
+        done=output.done,
+        answer=output.answer[:2000],
+        model_calls=len(result.raw_responses),
+        planner=_label(result.raw_responses),
     )

@@ -35,7 +35,11 @@ from agents import (
     Usage,
 )
 from agents.items import TResponseStreamEvent
-from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+from openai.types.responses import (
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
 
 from saga.planner._agent import (
     CATALOG_CLOSE,
@@ -45,6 +49,10 @@ from saga.planner._agent import (
     POLICY_CLOSE,
     POLICY_OPEN,
 )
+from saga.planner._lookups import tool_name
+
+ACTOR_OPENING = "You are the agent of a saga engine."
+"""How the act-mode agent's instructions begin (saga.planner._act.ACT_RULES)."""
 
 # Unit prices of the bundled sample products (activities/inventory.py SAMPLE_PRODUCTS),
 # in cents: the offline planner has no inventory access to look them up.
@@ -330,6 +338,38 @@ class OfflinePlanner(Model):
         except CannotPlan as exc:
             return {"steps": [], "cannot_plan": f"{OFFLINE_LABEL}: {exc}"}
 
+    def act(self, system_instructions: str, input: str | list[TResponseInputItem]) -> ModelResponse:
+        """Act mode: the offline plan's steps as tool calls, one per turn; it gives up at
+        the first error a tool answers, and says what it did when all are done."""
+        planned = self.answer(system_instructions, input)
+        if planned["cannot_plan"]:
+            return _message(json.dumps({"done": False, "answer": planned["cannot_plan"]}))
+        items = input if isinstance(input, list) else []
+        answers = [
+            json.loads(str(i.get("output")))
+            for i in items
+            if isinstance(i, dict) and i.get("type") == "function_call_output"
+        ]
+        for answer in answers:
+            if "error" in answer:
+                why = f"{answer.get('action') or answer.get('lookup')} failed: {answer['error']}"
+                return _message(json.dumps({"done": False, "answer": f"{OFFLINE_LABEL}: {why}"}))
+        steps = planned["steps"]
+        if len(answers) < len(steps):
+            n = len(answers) + 1
+            step = steps[n - 1]
+            call = ResponseFunctionToolCall(
+                arguments=step["args_json"],
+                call_id=f"offline-call-{n}",
+                name=tool_name(step["action"]),
+                type="function_call",
+                id=f"fc-offline-{n}",
+                status="completed",
+            )
+            return ModelResponse(output=[call], usage=Usage(), response_id=OFFLINE_RESPONSE_ID)
+        done = ", ".join(step["action"] for step in steps)
+        return _message(json.dumps({"done": True, "answer": f"{OFFLINE_LABEL}: did {done}"}))
+
     async def get_response(
         self,
         system_instructions: str | None,
@@ -341,6 +381,8 @@ class OfflinePlanner(Model):
         tracing: ModelTracing,
         **kwargs: Any,
     ) -> ModelResponse:
+        if system_instructions and system_instructions.startswith(ACTOR_OPENING):
+            return self.act(system_instructions, input)
         return _message(json.dumps(self.answer(system_instructions, input)))
 
     def stream_response(

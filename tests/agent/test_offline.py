@@ -10,7 +10,7 @@ from temporalio.client import Client
 from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
 import compensations  # noqa: F401  (the bundled example catalog)
-from saga import SagaStatus, Settings, connect
+from saga import SagaMode, SagaStatus, Settings, connect
 from saga._catalog import catalog
 from saga._plan_check import planner_catalog
 from saga._policy import Policy
@@ -118,6 +118,33 @@ async def test_offline_planner_runs_through_the_plugin(run_worker: RunWorker) ->
     assert len(effects.effects_of(stack.effects, handle.id)) == 1
     assert effects.log_of(stack.effects, handle.id)[-1] == ("notify", "done")
     assert await model_activity_runs(handle) == 1
+
+
+async def test_offline_model_acts_step_by_step_and_gives_up_at_an_error(
+    run_worker: RunWorker,
+) -> None:
+    async with run_worker(None) as stack:
+        done = await stack.start(
+            "effects.apply name=a then effects.notify name=done", mode=SagaMode.ACT
+        )
+        failed = await stack.start(
+            "effects.apply name=a2; effects.apply name=b fail=before", mode=SagaMode.ACT
+        )
+        ok, undone = await done.result(), await failed.result()
+    assert ok.status == SagaStatus.COMPLETED, ok
+    assert ok.planner == OFFLINE_LABEL and ok.mode == SagaMode.ACT
+    assert ok.answer == f"{OFFLINE_LABEL}: did effects.apply, effects.notify"
+    assert [s.id for s in ok.steps] == ["call-1", "call-2"]
+    assert effects.log_of(stack.effects, done.id) == [("apply", "a"), ("notify", "done")]
+    assert await model_activity_runs(done) == 3
+    assert undone.status == SagaStatus.COMPENSATED, undone
+    assert undone.error == (
+        f"the agent gave up: {OFFLINE_LABEL}: effects.apply failed: "
+        "Declined: injected business failure"
+    )
+    assert {e["name"]: e["reverted"] for e in effects.effects_of(stack.effects, failed.id)} == {
+        "a2": 1
+    }
 
 
 async def test_offline_planner_rejects_clearly_with_no_effect(run_worker: RunWorker) -> None:

@@ -56,7 +56,7 @@ from saga import (
     temporal_binary,
     wait_saga,
 )
-from saga._models import ApprovalDecision, ApprovalState, StepEdit
+from saga._models import ApprovalDecision, ApprovalState, SagaMode, StepEdit
 from saga._policy import ApprovalMode, Policy
 from saga.dev._devstack import dev_stack
 from tests.agent import money
@@ -93,10 +93,10 @@ class Run:
             SagaWorkflow.run, SagaInput(plan=plan), id=self.saga_id, task_queue=self.task_queue
         )
 
-    async def request(self, text: str, policy: Policy) -> Handle:
+    async def request(self, text: str, policy: Policy, mode: SagaMode = SagaMode.PLAN) -> Handle:
         return await self.client.start_workflow(
             SagaWorkflow.run,
-            SagaInput(request=text, policy=policy),
+            SagaInput(request=text, policy=policy, mode=mode),
             id=self.saga_id,
             task_queue=self.task_queue,
         )
@@ -310,6 +310,24 @@ def _lookup_and_replan() -> list[ModelResponse]:
     ]
 
 
+async def acted(run: Run) -> None:
+    """Act mode: the agent looks up a balance, applies a, b is declined, applies c."""
+    await run.request("apply a and b, or c if b is declined", Policy(), mode=SagaMode.ACT)
+
+
+def _acting() -> list[ModelResponse]:
+    def call(tool: str, args: str, n: int) -> ModelResponse:
+        return ResponseBuilders.tool_call(args, tool, call_id=f"call-act-{n}")
+
+    return [
+        call("money__balance", '{"name": "ana"}', 1),
+        call("effects__apply", '{"name": "a"}', 2),
+        call("effects__apply", '{"name": "b", "fail": "before"}', 3),
+        call("effects__apply", '{"name": "c"}', 4),
+        ResponseBuilders.output_message('{"done": true, "answer": "a and c"}'),
+    ]
+
+
 # -- what each saga must have done ---------------------------------------------------------
 def _events(history: WorkflowHistory, kind: EventType.ValueType) -> int:
     return sum(e.event_type == kind for e in history.events)
@@ -432,6 +450,16 @@ SCENARIOS: dict[str, Scenario] = {
             else False
         ),
         _lookup_and_replan,
+    ),
+    "acted": Scenario(
+        acted,
+        SagaStatus.COMPLETED,
+        lambda r, h: (
+            _model_calls(h) == 5
+            and r.answer == "a and c"
+            and [s.status.value for s in r.steps] == ["succeeded", "failed", "succeeded"]
+        ),
+        _acting,
     ),
 }
 """Every recorded saga, by the name of its file."""
