@@ -85,6 +85,8 @@ async def test_start_in_act_mode(stack: Stack, tmp_path: Path) -> None:
     result = json.loads(shown.stdout)
     assert result["mode"] == "act" and result["status"] == "completed"
     assert result["answer"].endswith("did effects.apply, effects.notify")
+    text = await saga(stack, "status", sid)
+    assert "answer: offline planner (no OPENAI_API_KEY): did effects.apply" in text.stdout
     plan = write_plan(tmp_path, {"steps": []})
     both = await saga(stack, "start", "--mode", "act", "--plan", plan)
     assert both.returncode == 2

@@ -48,6 +48,8 @@ def show(result: SagaResult, as_json: bool) -> None:
     for look in result.lookups:
         answer = f"error: {look.error}" if look.error else json.dumps(look.result)
         out.print(f"looked up {look.action} {json.dumps(look.args)}: {answer}")
+    if result.answer:
+        out.print(f"answer: {result.answer}")
     for note in result.replans:
         out.print(f"re-planned after step {note}")
     if result.status is SagaStatus.AWAITING_APPROVAL:
