@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from saga._settings import Settings
     from saga._step import LedgerInterceptor, StepContext, current_step, idempotency_key
     from saga._systems import Effect, Reconciler, Seed, SystemUnavailable
+    from saga._tools import CompensationFailed, SagaSteps
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
     from saga.dev._devserver import DevServer, free_port, temporal_binary, test_server_binary
@@ -84,6 +85,8 @@ _EXPORTS = {
     "SagaError": "saga._errors",
     "SagaInput": "saga._models",
     "SagaMode": "saga._models",
+    "SagaSteps": "saga._tools",
+    "CompensationFailed": "saga._tools",
     "SagaResult": "saga._models",
     "SagaStatus": "saga._models",
     "SagaWorkflow": "saga._workflow",
@@ -130,6 +133,7 @@ __all__ = [
     "Amount",
     "Catalog",
     "CatalogError",
+    "CompensationFailed",
     "CompensationStatus",
     "Currency",
     "Delivery",
@@ -153,6 +157,7 @@ __all__ = [
     "SagaMode",
     "SagaResult",
     "SagaStatus",
+    "SagaSteps",
     "SagaWorkflow",
     "Seed",
     "Settings",

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from saga._plan import check_plan, step_specs
     from saga._plan_check import planner_catalog
     from saga._policy import Policy, plan_hash, stricter
-    from saga._step_header import StepHeader, business_failure, cause_text, start_step
+    from saga._step_header import business_failure, cause_text, start_forward
     from saga.planner._agent import NO_VALID_PLAN, plan_problems, plan_with_agent
 
 WORKER_CAPABILITIES = "saga_worker_capabilities"
@@ -124,15 +124,7 @@ class Planning(ApprovalGate):
         spec = spec.model_copy(update={"step_id": record.id})
         record.args = checked.plan.steps[0].args
         try:
-            result = await start_step(
-                StepHeader.forward(spec),
-                spec.activity,
-                arg=record.args,
-                activity_id=record.id,
-                start_to_close_timeout=spec.start_to_close_timeout,
-                heartbeat_timeout=spec.heartbeat_timeout,
-                retry_policy=spec.retry.unbounded(),
-            )
+            result = await start_forward(spec, record.args)
         except ActivityError as exc:
             record.error = cause_text(exc)
             return {"error": record.error}

@@ -199,6 +199,40 @@ def start_step(header: StepHeader, activity: str, **options: Any) -> workflow.Ac
         _outgoing.reset(token)
 
 
+def start_forward(
+    spec: StepSpec, args: dict[str, Any], round_: int = 0, activity_id: str | None = None
+) -> workflow.ActivityHandle[Any]:
+    """Start step ``spec``'s action (its ``round_``: 0, or an operator's resend) with its
+    header, time-outs and retry policy (attempts lost with a dead worker uncapped: the
+    ledger interceptor spends the budget on real failures only)."""
+    return start_step(
+        StepHeader.forward(spec, round_),
+        spec.activity,
+        arg=args,
+        activity_id=activity_id or spec.step_id,
+        start_to_close_timeout=spec.start_to_close_timeout,
+        heartbeat_timeout=spec.heartbeat_timeout,
+        retry_policy=spec.retry.unbounded(),
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
+
+
+def start_compensation(
+    spec: StepSpec, args: dict[str, Any], result: Any, round_: int
+) -> workflow.ActivityHandle[Any]:
+    """Start round ``round_`` of undoing step ``spec`` (given its args and result)."""
+    assert spec.compensation is not None
+    return start_step(
+        StepHeader.compensation(spec, round_),
+        spec.compensation,
+        args=[args, result],
+        activity_id=f"{spec.step_id}{COMPENSATE}{round_}",
+        start_to_close_timeout=spec.compensation_timeout,
+        heartbeat_timeout=spec.heartbeat_timeout,
+        retry_policy=spec.compensation_retry.unbounded(),
+    )
+
+
 class _HeaderOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
         header = _outgoing.get()

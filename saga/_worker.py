@@ -183,6 +183,7 @@ def create_worker(
     *,
     workflows: bool = True,
     agent_settings: AgentSettings | None = None,
+    extra_workflows: Sequence[type] = (),
     **worker_options: Any,
 ) -> Worker:
     """A worker for the saga workflow, the catalog's activities, the ledger and the model.
@@ -193,6 +194,9 @@ def create_worker(
     The client must encrypt payloads (:func:`connect`, or ``data_converter=``
     :func:`saga.data_converter`): a worker writes no plaintext history. The ledger seals
     its personal columns with the client's keys unless it was given keys of its own.
+
+    ``extra_workflows``: workflows of your own to run here too, e.g. one whose agent uses
+    :class:`saga.SagaSteps` tools (they get the ledger and the plan check of this worker).
 
     ``activities=[]`` makes a workflow-only worker: it polls no activity tasks (its saga
     outcome record runs as a local activity), so steps, compensations and model calls go
@@ -234,7 +238,7 @@ def create_worker(
     return Worker(
         with_agents_plugin(client, agent_settings),
         task_queue=settings.task_queue,
-        workflows=[SagaWorkflow] if workflows else [],
+        workflows=[*([SagaWorkflow] if workflows else []), *extra_workflows],
         activities=acts,
         interceptors=[
             # Tracing first, so an activity's span includes its ledger writes.

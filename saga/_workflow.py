@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         StepStatus,
     )
-    from saga._step_header import COMPENSATE, RESEND, StepHeader, parked, start_step
+    from saga._step_header import RESEND, parked, start_compensation, start_forward
     from saga._step_header import cause_text as _cause
 
 RECORD_SAGA = "record_saga_outcome"
@@ -242,18 +242,7 @@ class SagaWorkflow(Acting):
         round_ = 0
         while True:
             try:
-                return await start_step(
-                    StepHeader.forward(spec, round_),
-                    spec.activity,
-                    arg=state.args,
-                    activity_id=activity_id,
-                    start_to_close_timeout=spec.start_to_close_timeout,
-                    heartbeat_timeout=spec.heartbeat_timeout,
-                    # The ledger interceptor spends the retry budget on real failures
-                    # only; attempts lost with a dead worker are retried without a cap.
-                    retry_policy=spec.retry.unbounded(),
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
+                return await start_forward(spec, state.args, round_, activity_id)
             except ActivityError as exc:
                 found = parked(exc)
                 if found is None:
@@ -282,15 +271,7 @@ class SagaWorkflow(Acting):
             round_ += 1
             state.compensation = CompensationStatus.RUNNING
             try:
-                await start_step(
-                    StepHeader.compensation(spec, round_),
-                    spec.compensation,
-                    args=[state.args, state.result],
-                    activity_id=f"{step_id}{COMPENSATE}{round_}",
-                    start_to_close_timeout=spec.compensation_timeout,
-                    heartbeat_timeout=spec.heartbeat_timeout,
-                    retry_policy=spec.compensation_retry.unbounded(),
-                )
+                await start_compensation(spec, state.args, state.result, round_)
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
                 state.compensation_error = _cause(exc)
