@@ -197,7 +197,8 @@
     $("#approve").dataset.planHash = state.plan_hash || "";
 
     $("#request").textContent = state.request || "(no request text: the plan was given directly)";
-    $("#planner").textContent = state.planner ? `planned by ${state.planner}` : "";
+    const by = state.mode === "act" ? "acted on step by step by" : "planned by";
+    $("#planner").textContent = state.planner ? `${by} ${state.planner}` : "";
 
     const rows = planRows(state);
     const key = JSON.stringify([rows, view.closed]);
@@ -216,6 +217,7 @@
           (l.error ? `not answered: ${l.error}` : JSON.stringify(l.result)),
       ),
       ...(state.replans || []).map((r) => `re-planned after step ${r}`),
+      ...(state.answer ? [`the agent's answer: ${state.answer}`] : []),
     ];
     const planNotes = $("#plan-notes");
     planNotes.replaceChildren(...notes.map((t) => el("li", { text: t })));

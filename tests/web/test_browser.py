@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from playwright import async_api as playwright_api
 
-from saga import free_port
+from saga import SagaInput, SagaWorkflow, free_port
 from tests import effects
-from tests.conftest import ARTIFACTS, Stack
+from tests.conftest import ARTIFACTS, Stack, unique
 from tests.web import CARD, TOKEN, apply, deliver, start, wait, web_app
 
 expect = playwright_api.expect
@@ -162,6 +162,28 @@ async def test_approve_and_watch_it_complete(page: Any, base_url: str, stack: St
     await expect(page.locator("#cancel")).to_be_hidden()
     assert len(effects.effects_of(stack.effects, sid)) == 2
     await shot(page, "web-completed.png")
+
+
+async def test_act_mode_saga_shows_its_calls_and_the_answer(
+    page: Any, base_url: str, stack: Stack
+) -> None:
+    # Act mode with the worker's offline model: one tool call per turn, then its answer.
+    sid = unique("act")
+    await stack.client.start_workflow(
+        SagaWorkflow.run,
+        SagaInput(request="effects.apply name=a then effects.notify name=told", mode="act"),
+        id=sid,
+        task_queue=stack.settings.task_queue,
+    )
+    await open_saga(page, base_url, sid)
+    await expect(page.locator("#status")).to_have_text("completed")
+    await expect(row(page, "call-1")).to_have_attribute("data-status", "succeeded")
+    await expect(row(page, "call-2")).to_have_attribute("data-status", "succeeded")
+    await expect(page.locator("#plan-notes")).to_contain_text(
+        "the agent's answer: offline planner (no OPENAI_API_KEY): did effects.apply, effects.notify"
+    )
+    await expect(page.locator("#planner")).to_contain_text("acted on step by step by offline")
+    await shot(page, "web-act-mode.png")
 
 
 async def test_stuck_compensation_buttons(page: Any, base_url: str, stack: Stack) -> None:
