@@ -197,7 +197,7 @@
     $("#approve").dataset.planHash = state.plan_hash || "";
 
     $("#request").textContent = state.request || "(no request text: the plan was given directly)";
-    const by = state.mode === "act" ? "acted on step by step by" : "planned by";
+    const by = state.mode === "act" ? "acted by" : "planned by";
     $("#planner").textContent = state.planner ? `${by} ${state.planner}` : "";
 
     const rows = planRows(state);

@@ -182,7 +182,7 @@ async def test_act_mode_saga_shows_its_calls_and_the_answer(
     await expect(page.locator("#plan-notes")).to_contain_text(
         "the agent's answer: offline planner (no OPENAI_API_KEY): did effects.apply, effects.notify"
     )
-    await expect(page.locator("#planner")).to_contain_text("acted on step by step by offline")
+    await expect(page.locator("#planner")).to_contain_text("acted by offline planner")
     await shot(page, "web-act-mode.png")
 
 
