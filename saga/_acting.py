@@ -33,6 +33,7 @@ class Acting(Planning):
     _steps: dict[str, StepState]
     _abort: str | None = None
     """Why the run cannot go on (a step failed for good): the saga unwinds."""
+    _write_lock: asyncio.Lock | None = None
 
     def _start(self, plan: Plan) -> None:
         raise NotImplementedError  # the saga workflow's
@@ -60,11 +61,20 @@ class Acting(Planning):
         return None
 
     async def _write(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One write call of the agent, as the saga's next step."""
+        """One write call of the agent, as the saga's next step. Calls the model makes
+        at once run one after the other: each is checked with the ones before it."""
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock:
+            return await self._write_one(action, args)
+
+    async def _write_one(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         if self._abort is not None:
             return {"error": f"refused: the saga is being undone ({self._abort})"}
         if len(json.dumps(args, default=str)) > LOOKUP_ARGS_CHARS:
             return {"error": f"refused: arguments over {LOOKUP_ARGS_CHARS} characters"}
+        if len(self._state.steps) >= self._policy.max_steps:  # failed calls count too
+            return {"error": f"refused: the policy allows {self._policy.max_steps} calls"}
         step_id = f"call-{len(self._state.steps) + 1}"
         ran = [s for s in self._state.steps if s.status is StepStatus.SUCCEEDED]
         done = [{"id": s.id, "action": s.action, "args": s.args} for s in ran]

@@ -23,6 +23,7 @@ workflow itself has both, for plans and act mode).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
@@ -72,6 +73,7 @@ class SagaSteps:
     _ran: list[str] = field(default_factory=list)
     _compensations: Compensations = field(default_factory=Compensations)
     _calls: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def open(cls, policy: Policy | None = None) -> _Opening:
@@ -91,7 +93,14 @@ class SagaSteps:
         raise ValueError(f"{action!r} is not an action the workers run and the policy allows")
 
     async def call(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run one call of ``action`` as the next step: ``{"result"}`` or ``{"error"}``."""
+        """Run one call of ``action`` as the next step: ``{"result"}`` or ``{"error"}``.
+        Calls made at once run one after the other, each checked with those before."""
+        async with self._lock:
+            return await self._call(action, args)
+
+    async def _call(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        if self._calls >= self.policy.max_steps:  # failed calls count too
+            return {"error": f"refused: the policy allows {self.policy.max_steps} calls"}
         self._calls += 1
         step_id = f"call-{self._calls}"
         done = [

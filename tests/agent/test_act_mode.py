@@ -11,7 +11,8 @@ import asyncio
 import json
 from typing import Any
 
-from agents import ModelResponse
+from agents import ModelResponse, Usage
+from openai.types.responses import ResponseFunctionToolCall
 from temporalio.client import WorkflowHandle
 
 from saga import SagaResult, SagaStatus, SagaWorkflow, wait_saga
@@ -147,6 +148,52 @@ async def test_the_policy_holds_across_calls(run_worker: RunWorker) -> None:
     assert "refused: " in text["error"] and "integer" in text["error"]
     assert late["error"].startswith("refused: ") and "pivot" in late["error"]
     assert [s.action for s in result.steps] == ["money.charge", "effects.notify"]
+
+
+def calls_at_once(*calls: tuple[str, dict[str, Any], str]) -> ModelResponse:
+    """One model answer with several tool calls, which the SDK runs concurrently."""
+    return ModelResponse(
+        output=[
+            ResponseFunctionToolCall(
+                arguments=json.dumps(args),
+                call_id=call_id,
+                name=tool_name(action),
+                type="function_call",
+                id=f"fc-{call_id}",
+                status="completed",
+            )
+            for action, args, call_id in calls
+        ],
+        usage=Usage(),
+        response_id=None,
+    )
+
+
+async def test_calls_made_at_once_cannot_spend_past_the_policy(run_worker: RunWorker) -> None:
+    # Two charges of 600 in one answer, against a saga limit of 1000: checked one after
+    # the other, so the second sees the first and is refused.
+    six = {"amount": 600, "currency": "eur"}
+    model = ScriptedModel(
+        [
+            calls_at_once(
+                ("money.charge", {"name": "p1", **six}, "par-1"),
+                ("money.charge", {"name": "p2", **six}, "par-2"),
+                ("effects.apply", {"name": "a"}, "par-3"),
+            ),
+            finish(True, "charged once"),
+        ]
+    )
+    async with run_worker(model) as stack:
+        handle = await stack.start(
+            "charge twice at once", Policy(max_amount_per_saga=1000), mode=ACT
+        )
+        result = await handle.result()
+    assert result.status == SagaStatus.COMPLETED, result
+    assert applied(stack, handle) == {"p1": 0, "a": 0}
+    assert [s.id for s in result.steps] == ["call-1", "call-2"]
+    answers = told(model, 1)
+    assert "result" in answers[0] and "result" in answers[2]
+    assert answers[1]["error"].startswith("refused: ") and "1200" in answers[1]["error"]
 
 
 async def test_running_out_of_turns_undoes_everything(run_worker: RunWorker) -> None:
