@@ -51,6 +51,7 @@ class Acting(Planning):
             request, offer.policy, offer.catalog or [], self._lookup, self._write
         )
         self._state.planner = acted.planner
+        self._count(acted.model_calls, acted.tokens)
         if self._abort is not None:
             return self._abort
         if acted.error is not None:

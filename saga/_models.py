@@ -269,6 +269,8 @@ class SagaResult(BaseModel):
     )
     mode: SagaMode = SagaMode.PLAN
     answer: str | None = Field(None, description="Act mode: the agent's last word.")
+    model_calls: int = Field(0, description="Model calls made for this saga, in all.")
+    tokens: int = Field(0, description="Tokens those calls used (their usage), in all.")
     replans: list[str] = Field(
         default_factory=list,
         description="Each re-plan after a step failed for a business reason: what failed "

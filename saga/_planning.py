@@ -87,6 +87,7 @@ class Planning(ApprovalGate):
                 inp.request, offer.policy, offer.catalog or [], check, lookup=self._lookup
             )
             self._state.planner = planned.planner
+            self._count(planned.model_calls, planned.tokens)
             if planned.plan is None:
                 return self._reject(planned.problems, planned.error or NO_VALID_PLAN)
             checked = answers[-1]  # the planner returns the plan it had checked last
@@ -101,6 +102,10 @@ class Planning(ApprovalGate):
         self._state.plan = checked.plan
         self._state.plan_hash = plan_hash(checked.plan)
         return checked.plan
+
+    def _count(self, model_calls: int, tokens: int) -> None:
+        self._state.model_calls += model_calls
+        self._state.tokens += tokens
 
     async def _lookup(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         """One look-up the planner called: checked by a worker as a one-step plan, then
@@ -188,6 +193,7 @@ class Planning(ApprovalGate):
             f"{situation}\nReturn only the steps still needed, with new ids, or say in "
             "`cannot_plan` why the request cannot be done now.",
         )
+        self._count(planned.model_calls, planned.tokens)
         if planned.plan is None:
             why = "; ".join([planned.error or NO_VALID_PLAN, *planned.problems])
             self._state.replans = [*self._state.replans, f"{failed}: {refusal.message}: {why}"]

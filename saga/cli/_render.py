@@ -50,6 +50,8 @@ def show(result: SagaResult, as_json: bool) -> None:
         out.print(f"looked up {look.action} {json.dumps(look.args)}: {answer}")
     if result.answer:
         out.print(f"answer: {result.answer}")
+    if result.model_calls:
+        out.print(f"model: {result.model_calls} call(s), {result.tokens} token(s)")
     for note in result.replans:
         out.print(f"re-planned after step {note}")
     if result.status is SagaStatus.AWAITING_APPROVAL:

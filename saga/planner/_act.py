@@ -38,6 +38,7 @@ from saga.planner._agent import (
     POLICY_OPEN,
     _label,
     model_call_failure,
+    tokens_of,
 )
 from saga.planner._lookups import MAX_ANSWER_CHARS, LookupRunner, Lookups, tool_name
 
@@ -62,6 +63,7 @@ class ActResult(BaseModel):
     answer: str | None = None
     error: str | None = Field(None, description="Why the run ended without an answer.")
     model_calls: int = 0
+    tokens: int = 0
     planner: str = "none"
     """Which model acted (the offline planner, or an OpenAI Agents SDK model)."""
 
@@ -157,7 +159,12 @@ async def act_with_agent(
         error = f"unusable model output: {str(exc)[:300]}"
         if isinstance(exc, MaxTurnsExceeded):
             error = f"the agent did not finish within {policy.max_turns} model turns"
-        return ActResult(error=error, model_calls=len(responses), planner=_label(responses))
+        return ActResult(
+            error=error,
+            model_calls=len(responses),
+            tokens=tokens_of(responses),
+            planner=_label(responses),
+        )
     except ActivityError as exc:  # a model call failed, its retries spent
         return ActResult(error=model_call_failure(exc))
     output = result.final_output
@@ -166,5 +173,6 @@ async def act_with_agent(
         done=output.done,
         answer=output.answer[:2000],
         model_calls=len(result.raw_responses),
+        tokens=tokens_of(result.raw_responses),
         planner=_label(result.raw_responses),
     )

@@ -59,6 +59,7 @@ class PlanningResult(BaseModel):
     problems: list[str] = Field(default_factory=list)
     planner: str = "none"
     model_calls: int = 0
+    tokens: int = Field(0, description="Tokens the model calls used (their usage), in all.")
 
 
 # -- what the model returns -------------------------------------------------------------
@@ -174,6 +175,11 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def tokens_of(responses: list[ModelResponse]) -> int:
+    """The tokens ``responses`` used, as their usage reports them."""
+    return sum(r.usage.total_tokens for r in responses)
+
+
 def _label(responses: list[ModelResponse]) -> str:
     if any(r.response_id == OFFLINE_RESPONSE_ID for r in responses):
         return OFFLINE_LABEL
@@ -264,6 +270,7 @@ async def plan_with_agent(
                 problems=problems,  # those of the turn before, if any
                 planner=_label(responses),
                 model_calls=len(responses),
+                tokens=tokens_of(responses),
             )
         responses += result.raw_responses
         history = result.to_input_list()
@@ -275,6 +282,7 @@ async def plan_with_agent(
                 problems=[*problems, f"planner: {output.cannot_plan}"],
                 planner=_label(responses),
                 model_calls=len(responses),
+                tokens=tokens_of(responses),
             )
         raw, problems = to_raw_plan(output)
         if output.cannot_plan:
@@ -282,7 +290,12 @@ async def plan_with_agent(
         if not problems:
             problems = await check(raw)
         if not problems:
-            return PlanningResult(plan=raw, planner=_label(responses), model_calls=len(responses))
+            return PlanningResult(
+                plan=raw,
+                planner=_label(responses),
+                model_calls=len(responses),
+                tokens=tokens_of(responses),
+            )
         history.append(_feedback(problems))
     return PlanningResult(
         error=f"{NO_VALID_PLAN}: the model answered, but its plan was still invalid "
@@ -290,4 +303,5 @@ async def plan_with_agent(
         problems=problems,
         planner=_label(responses),
         model_calls=len(responses),
+        tokens=tokens_of(responses),
     )

@@ -218,6 +218,7 @@
       ),
       ...(state.replans || []).map((r) => `re-planned after step ${r}`),
       ...(state.answer ? [`the agent's answer: ${state.answer}`] : []),
+      ...(state.model_calls ? [`model: ${state.model_calls} call(s), ${state.tokens} token(s)`] : []),
     ];
     const planNotes = $("#plan-notes");
     planNotes.replaceChildren(...notes.map((t) => el("li", { text: t })));

@@ -35,6 +35,14 @@ def finish(done: bool, text: str) -> ModelResponse:
     return answer({"done": done, "answer": text})
 
 
+def used(response: ModelResponse, tokens: int) -> ModelResponse:
+    """``response`` as a model reports its usage."""
+    response.usage = Usage(
+        requests=1, input_tokens=tokens - 5, output_tokens=5, total_tokens=tokens
+    )
+    return response
+
+
 def told(model: ScriptedModel, n: int) -> list[dict[str, Any]]:
     """The tool answers the model had been given by its call ``n`` (0-based)."""
     items = model.calls[n]["input"]
@@ -49,10 +57,13 @@ def applied(stack: Any, handle: WorkflowHandle[Any, Any]) -> dict[str, int]:
 async def test_the_agent_looks_acts_and_answers(run_worker: RunWorker) -> None:
     model = ScriptedModel(
         [
-            call("money.balance", {"name": "ana"}, "act-1"),
-            call("money.charge", {"name": "ana", "amount": 1234, "currency": "eur"}, "act-2"),
-            call("effects.notify", {"name": "told ana"}, "act-3"),
-            finish(True, "charged ana 12.34 EUR and told her"),
+            used(call("money.balance", {"name": "ana"}, "act-1"), 100),
+            used(
+                call("money.charge", {"name": "ana", "amount": 1234, "currency": "eur"}, "act-2"),
+                120,
+            ),
+            used(call("effects.notify", {"name": "told ana"}, "act-3"), 140),
+            used(finish(True, "charged ana 12.34 EUR and told her"), 160),
         ]
     )
     async with run_worker(model) as stack:
@@ -62,6 +73,7 @@ async def test_the_agent_looks_acts_and_answers(run_worker: RunWorker) -> None:
         log = effects.log_of(stack.effects, handle.id)
     assert result.status == SagaStatus.COMPLETED, result
     assert result.mode == ACT and result.answer == "charged ana 12.34 EUR and told her"
+    assert (result.model_calls, result.tokens) == (4, 520)
     assert [(s.id, s.action, s.status) for s in result.steps] == [
         ("call-1", "money.charge", StepStatus.SUCCEEDED),
         ("call-2", "effects.notify", StepStatus.SUCCEEDED),

@@ -140,6 +140,7 @@ async def test_a_business_failure_gets_the_rest_of_the_plan_replanned(
     }
     assert result.plan is not None and [s.id for s in result.plan.steps] == ["a", "c"]
     assert len(result.replans) == 1 and "re-planned as c" in result.replans[0]
+    assert result.model_calls == 2  # the plan, and the re-plan
     told = model.feedback(1)
     assert ("Declined: injected business failure" if fail == "before" else "Broken: ") in told
     assert '"ran"' in told and '"dropped": ["d"]' in told
