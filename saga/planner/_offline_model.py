@@ -50,6 +50,7 @@ from saga.planner._agent import (
     POLICY_OPEN,
 )
 from saga.planner._lookups import tool_name
+from saga.planner._offline_act import ALTERNATIVE, Call, next_turn
 
 ACTOR_OPENING = "You are the agent of a saga engine."
 """How the act-mode agent's instructions begin (saga.planner._act.ACT_RULES)."""
@@ -156,7 +157,8 @@ def _plan_order(
 ) -> list[dict[str, Any]]:
     qty_text = match["qty"].lower()
     quantity = int(qty_text) if qty_text.isdigit() else _NUMBERS[qty_text]
-    words = [w.replace("-", "") for w in match["item"].lower().split()]
+    item = ALTERNATIVE.sub("", match["item"]).lower()  # "blue mugs or red ones": see _offline_act
+    words = [w.replace("-", "") for w in item.split()]
     product, modifiers = _singular(words[-1]), words[:-1]
     sku = "-".join([product, *modifiers])
     email = match["email"]
@@ -339,8 +341,8 @@ class OfflinePlanner(Model):
             return {"steps": [], "cannot_plan": f"{OFFLINE_LABEL}: {exc}"}
 
     def act(self, system_instructions: str, input: str | list[TResponseInputItem]) -> ModelResponse:
-        """Act mode: the offline plan's steps as tool calls, one per turn; it gives up at
-        the first error a tool answers, and says what it did when all are done."""
+        """Act mode: look-ups first, then the writes, one tool call per turn (see
+        saga.planner._offline_act); it gives up at the first error a tool answers."""
         planned = self.answer(system_instructions, input)
         if planned["cannot_plan"]:
             return _message(json.dumps({"done": False, "answer": planned["cannot_plan"]}))
@@ -350,25 +352,24 @@ class OfflinePlanner(Model):
             for i in items
             if isinstance(i, dict) and i.get("type") == "function_call_output"
         ]
-        for answer in answers:
-            if "error" in answer:
-                why = f"{answer.get('action') or answer.get('lookup')} failed: {answer['error']}"
-                return _message(json.dumps({"done": False, "answer": f"{OFFLINE_LABEL}: {why}"}))
-        steps = planned["steps"]
-        if len(answers) < len(steps):
+        cat = {
+            a["action"]: a
+            for a in _between(system_instructions, CATALOG_OPEN, CATALOG_CLOSE)["actions"]
+        }
+        turn = next_turn(planned["steps"], cat, _user_texts(input)[0], answers)
+        if isinstance(turn, Call):
             n = len(answers) + 1
-            step = steps[n - 1]
             call = ResponseFunctionToolCall(
-                arguments=step["args_json"],
+                arguments=json.dumps(turn.args, sort_keys=True),
                 call_id=f"offline-call-{n}",
-                name=tool_name(step["action"]),
+                name=tool_name(turn.action),
                 type="function_call",
                 id=f"fc-offline-{n}",
                 status="completed",
             )
             return ModelResponse(output=[call], usage=Usage(), response_id=OFFLINE_RESPONSE_ID)
-        done = ", ".join(step["action"] for step in steps)
-        return _message(json.dumps({"done": True, "answer": f"{OFFLINE_LABEL}: did {done}"}))
+        done, text = turn
+        return _message(json.dumps({"done": done, "answer": f"{OFFLINE_LABEL}: {text}"}))
 
     async def get_response(
         self,
