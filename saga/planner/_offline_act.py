@@ -74,7 +74,9 @@ def lookups(
     return wanted
 
 
-def adjusted(steps: list[dict[str, Any]], looked: list[tuple[Call, dict[str, Any]]]) -> list[Call]:
+def adjusted(
+    steps: list[dict[str, Any]], looked: list[tuple[Call, dict[str, Any]]], request: str = ""
+) -> list[Call]:
     """The writes, as the look-ups' answers change them; :class:`GiveUp` if they cannot
     be done."""
     products = {
@@ -108,7 +110,8 @@ def adjusted(steps: list[dict[str, Any]], looked: list[tuple[Call, dict[str, Any
                 if price:
                     args["amount"] = quantity * int(price)
                 args["description"] = str(args.get("description", "")).replace(asked, got)
-            if cards and cards[0] and "card_number" not in args:
+            given = re.search(r"\bpm_[A-Za-z0-9_]+", request)  # a card the edge tokenized
+            if cards and cards[0] and not given and "card_number" not in args:
                 args["payment_method"] = cards[0]
         if step["action"] == "notify.email":
             for asked, (got, _) in chosen.items():
@@ -138,7 +141,7 @@ def next_turn(
     if len(looked) < len(wanted):
         return wanted[len(looked)]
     try:
-        writes = adjusted(steps, list(zip(wanted, looked, strict=True)))
+        writes = adjusted(steps, list(zip(wanted, looked, strict=True)), request)
     except GiveUp as exc:
         return False, str(exc)
     if len(wrote) < len(writes):
