@@ -1,4 +1,5 @@
-"""`saga demo`: three order sagas and one planned request on the embedded dev stack."""
+"""`saga demo`: three order sagas, one planned request and three act-mode requests on the
+embedded dev stack."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rich.console import Console
 from temporalio.client import Client
 
 from saga._client import saga_state, start_saga, wait_saga
-from saga._models import SagaResult, SagaStatus, StepStatus
+from saga._models import SagaInput, SagaMode, SagaResult, SagaStatus, StepStatus
 from saga._settings import Settings
 from saga.dev._examples import read_example
 
@@ -105,6 +106,42 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
     console.print(f"request: {mask_text(REQUEST)!r}")
     console.print(f"planner: {result.planner}")
     await show("4. planned and run", result, SagaStatus.COMPLETED)
+    # Act mode: the agent looks before each write, adapts, or gives up (all undone).
+    acts = [
+        (
+            "5. act mode: it looks up stock and Ana's saved card, then buys every blue mug left",
+            "order 6 blue mugs for ana@example.com and charge her card",
+            SagaStatus.COMPLETED,
+        ),
+        (
+            "6. act mode: blue mugs are out of stock, so it takes red ones as asked",
+            "order 2 blue mugs or red ones for ana@example.com and charge her card",
+            SagaStatus.COMPLETED,
+        ),
+        (
+            "7. act mode: card 4000000000000002 is declined, it gives up, all is undone",
+            "order 1 red mug for ana@example.com and charge card 4000000000000002",
+            SagaStatus.COMPENSATED,
+        ),
+    ]
+    for n, (title, request, expected) in enumerate(acts, start=5):
+        sid = f"act-{n}-{run}"
+        await start_saga(
+            client,
+            None,
+            saga_id=sid,
+            task_queue=queue,
+            input=SagaInput(request=request, mode=SagaMode.ACT),
+            settings=settings,
+        )
+        result = await wait_saga(client, sid)
+        console.rule(title)
+        console.print(f"request: {mask_text(request)!r}")
+        for look in result.lookups:
+            console.print(f"looked up {look.action} {look.args}: {'error' if look.error else 'ok'}")
+        console.print(f"answer: {mask_text(result.answer or '')}")
+        console.print(f"model: {result.model_calls} call(s), {result.tokens} token(s)")
+        await show(title, result, expected)
     mail = settings.data_dir / "mail"
     console.rule("done")
     console.print(
