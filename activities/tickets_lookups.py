@@ -140,7 +140,7 @@ class TicketLookups:
                 ]
             ),
         )
-        issues = [as_dict(i) for i in (body or {}).get("issues", []) if isinstance(i, dict)]
+        issues = _items(body, "issues")
         tickets = [_ticket(i) for i in issues[: inp.limit] if _positive_id(i) is not None]
         total = (body or {}).get("total_count")
         more = len(issues) > inp.limit or (isinstance(total, int) and total > len(tickets))
@@ -179,7 +179,7 @@ class TicketLookups:
                 f"/projects/{quote(self.project, safe='')}/memberships.json",
                 params=httpx.QueryParams(limit=PAGE, offset=offset),
             )
-            page = [as_dict(m) for m in (body or {}).get("memberships", [])]
+            page = _items(body, "memberships")
             for membership in page:
                 yield membership
             offset += len(page)
@@ -216,6 +216,12 @@ class TicketLookups:
             name=clip(member.get("name") or full, NAME_CHARS),
             login=clip_or_none(user.get("login"), NAME_CHARS),
         )
+
+
+def _items(body: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """The objects of a Redmine list answer (``{"issues": [...]}``); anything else: none."""
+    found = (body or {}).get(key)
+    return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
 
 
 def _positive_id(obj: dict[str, Any]) -> int | None:
