@@ -62,10 +62,8 @@ async def test_each_system_build_lists_its_lookups_next_to_its_writes(tmp_path: 
         "payments": payments.build(settings),
         "tickets": tickets.build(settings),
     }
-    names = {
-        system: sorted(spec.name for fn in acts if (spec := catalog.by_activity(activity_name(fn))))
-        for system, acts in built.items()
-    }
+    specs = {system: [catalog.by_activity(activity_name(fn)) for fn in acts] for system, acts in built.items()}
+    names = {system: sorted(s.name for s in found if s) for system, found in specs.items()}
     assert names == {
         "inventory": ["inventory.product", "inventory.reserve", "inventory.search"],
         "payments": ["payments.charge", "payments.customer"],

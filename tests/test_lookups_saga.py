@@ -15,13 +15,14 @@ import pytest
 from rich.console import Console
 from temporalio.client import Client
 
-from activities.inventory import stock_of
+from activities.inventory import InventoryReader, stock_of
 from saga import (
     CompensationStatus,
     Ledger,
     SagaResult,
     SagaStatus,
     StepStatus,
+    catalog,
     create_worker,
     free_port,
     load_activities,
@@ -156,6 +157,15 @@ async def test_lookups_between_writes_complete_and_are_never_compensated(shop: S
     judged = {name: checks[name] for name in ("inventory", "payments", "tickets")}
     assert judged == {"inventory": 2, "payments": 2, "tickets": 2}  # ... judged: writes only
     assert sum(checks.values()) == 6, checks
+
+    # Even a system whose reader also claims its look-ups is judged on its writes only.
+    catalog.add_reader("inventory.product", InventoryReader)
+    try:
+        claimed = await reconcile(shop.world.settings, saga_prefix=prefix)
+    finally:
+        catalog._readers.pop("inventory.product")
+    assert claimed.clean, render(claimed)
+    assert {c.system: c.steps for c in claimed.systems}["inventory"] == 2
 
     # `saga status` shows each look-up as a step with nothing to compensate.
     out = io.StringIO()
