@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from sqlalchemy import CheckConstraint, DateTime, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
 SKU_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 

@@ -375,8 +375,12 @@ def prepare(settings: Settings) -> None:
         )
         saved = client.payment_methods.list({"customer": customer, "type": "card", "limit": 1})
         if not saved.data:
-            card = {"number": DEV_CARD, "exp_month": 12, "exp_year": 2034, "cvc": "123"}
-            method = client.payment_methods.create({"type": "card", "card": card})
+            method = client.payment_methods.create(
+                {
+                    "type": "card",
+                    "card": {"number": DEV_CARD, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+                }
+            )
             client.payment_methods.attach(method.id, {"customer": customer})
     except stripe.StripeError as exc:
         log.warning("no sample customer in Stripe at %s: %s", settings.stripe_api_base, exc)

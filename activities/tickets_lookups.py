@@ -42,7 +42,7 @@ class OpenTicketsInput(BaseModel):
     subject: str = Field(
         min_length=1,
         max_length=255,
-        description='Words of the subject, e.g. `checkout down`; any case, any order; '
+        description="Words of the subject, e.g. `checkout down`; any case, any order; "
         'Redmine uses up to 5 words of 2 or more characters, and a "quoted phrase" as one.',
     )
     limit: Limit = 10

@@ -215,10 +215,10 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
         assert stat.S_IMODE((tmp_path / "data" / "payload-keys").stat().st_mode) == 0o600
         # `saga dev` gave its localstripe the README's customer, with a saved card.
         look = {"id": "who", "action": "payments.customer", "args": {"email": "ana@example.com"}}
+        lookup = write_plan(tmp_path, {"steps": [look]})
         who = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "saga", "start", "--plan", write_plan(tmp_path, {"steps": [look]}),
-             "--wait", "--json"],
+            [sys.executable, "-m", "saga", "start", "--plan", lookup, "--wait", "--json"],
             env={**env, "SAGA_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"},
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

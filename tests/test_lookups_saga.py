@@ -169,9 +169,7 @@ async def test_lookups_between_writes_complete_and_are_never_compensated(shop: S
 
     # `saga status` shows each look-up as a step with nothing to compensate.
     out = io.StringIO()
-    Console(file=out, width=200, markup=False, color_system=None).print(
-        render_saga(masked(undone))
-    )
+    Console(file=out, width=200, markup=False, color_system=None).print(render_saga(masked(undone)))
     lines = {line.split("│")[1].strip(): line for line in out.getvalue().splitlines()
              if line.count("│") > 4}  # fmt: skip
     for sid, action in (("stock", "inventory.product"), ("find", "tickets.find_open")):

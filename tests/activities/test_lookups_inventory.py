@@ -111,9 +111,9 @@ async def test_search_matches_every_word_in_name_or_sku_any_case(systems: System
     by_sku = await answer(systems, "inventory.search", words=red_mug)
     assert [p["sku"] for p in by_sku["products"]] == [red_mug]
     # % and _ are characters, not patterns.
-    assert [p["sku"] for p in (await answer(systems, "inventory.search", words=f"{tag} %"))[
-        "products"
-    ]] == [cotton]
+    assert [
+        p["sku"] for p in (await answer(systems, "inventory.search", words=f"{tag} %"))["products"]
+    ] == [cotton]
     assert (await answer(systems, "inventory.search", words=f"{tag} _"))["products"] == []
     nothing = await answer(systems, "inventory.search", words=f"{tag} teapot")
     assert nothing == {"external_id": None, "products": [], "more": False}

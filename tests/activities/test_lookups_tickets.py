@@ -18,8 +18,16 @@ from temporalio.client import Client
 import compensations.tickets
 from activities import tickets
 from activities.tickets_lookups import SUBJECT_CHARS
-from saga import CompensationStatus, Ledger, SagaResult, SagaStatus, Settings, create_worker
-from saga import start_saga, wait_saga
+from saga import (
+    CompensationStatus,
+    Ledger,
+    SagaResult,
+    SagaStatus,
+    Settings,
+    create_worker,
+    start_saga,
+    wait_saga,
+)
 from saga._worker import close_activities
 from tests import effects
 from tests.activities import systems_worker
@@ -57,7 +65,9 @@ class Desk:
 
     async def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         response = await self.rest.request(method, path, **kw)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        assert response.status_code < 300, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
         return dict(response.json()) if response.content.strip() else {}
 
     async def issue(self, subject: str, project: str | None = None, **fields: Any) -> int:
@@ -149,7 +159,12 @@ async def test_open_tickets_whose_subject_holds_every_word(desk: Desk) -> None:
                 "status": "New",
                 "assignee": None,
             },
-            {"id": down, "subject": f"Checkout down {tag}", "status": "New", "assignee": "Dana Tester"},
+            {
+                "id": down,
+                "subject": f"Checkout down {tag}",
+                "status": "New",
+                "assignee": "Dana Tester",
+            },
         ],
         "more": False,
     }
