@@ -49,8 +49,9 @@ async def card_payment_method(
 ) -> str:
     """A PaymentMethod for a test card number (test mode only: the caller checks).
 
-    The one place a card number becomes a ``pm_...`` id: at the edge before a saga starts
-    (:class:`StripeCardVault`), and in ``payments.charge`` for a plan that still carries a number.
+    The one place a card number someone gave becomes a ``pm_...`` id: at the edge before a
+    saga starts (``StripeCardVault``), and in ``payments.charge`` for a plan that still
+    carries a number. (Dev seeding saves its own sample card, in ``payments.prepare``.)
     """
     options: stripe.RequestOptions = {}
     if idempotency_key is not None:
