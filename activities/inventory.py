@@ -1,9 +1,12 @@
 """The inventory system, and its action `inventory.reserve`: hold stock of a product in
 the inventory database.
 
-This module is the system's home: its SQL schema, the action's models, the database
-helpers the demo and the tests use, and the forward action. Its undo (putting the stock
-back) is in `compensations/inventory.py`.
+This module is the system's home: the action's models, the database helpers the demo
+and the tests use, the forward action, the reconciliation reader, dev seeding, and
+`build()`, which lists every action of the system. Beside it, only for size: the SQL
+schema (`activities/_inventory_schema.py`) and the read-only look-ups
+`inventory.product` and `inventory.search` (`activities/inventory_lookups.py`). Its undo
+(putting the stock back) is in `compensations/inventory.py`.
 
 Stock lives in SQL (SQLite by default, PostgreSQL by URL). A reservation is one row,
 unique per step idempotency key, written in the same transaction as the stock
@@ -14,32 +17,26 @@ for the last unit cannot both get it.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import (
-    CheckConstraint,
-    DateTime,
-    Engine,
-    Integer,
-    String,
-    Table,
-    create_engine,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import Engine, Table, create_engine, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._inventory_schema import (
+    SKU_PATTERN,
+    InventoryBase,
+    Product,
+    Reservation,
+    ReservationStatus,
+)
+from activities.inventory_lookups import InventoryLookups
 from saga import (
     Effect,
     Seed,
@@ -54,7 +51,9 @@ from saga import make_engine as sql_engine
 
 __all__ = [
     "SAMPLE_PRODUCTS",
+    "SKU_PATTERN",
     "InventoryActivities",
+    "InventoryLookups",
     "Product",
     "ProductInfo",
     "Reservation",
@@ -69,51 +68,6 @@ __all__ = [
     "seed_products",
     "stock_of",
 ]
-
-
-SKU_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# -- schema --------------------------------------------------------------------------
-class InventoryBase(DeclarativeBase):
-    """The inventory database's own metadata (separate from the ledger's)."""
-
-
-class Product(InventoryBase):
-    __tablename__ = "products"
-    __table_args__ = (CheckConstraint("stock >= 0", name="products_stock_not_negative"),)
-
-    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    price_cents: Mapped[int] = mapped_column(Integer)
-    currency: Mapped[str] = mapped_column(String(3))
-    stock: Mapped[int] = mapped_column(Integer)
-
-
-class ReservationStatus(enum.StrEnum):
-    RESERVED = "reserved"
-    RELEASED = "released"
-
-
-class Reservation(InventoryBase):
-    __tablename__ = "reservations"
-    __table_args__ = (CheckConstraint("quantity > 0", name="reservations_quantity_positive"),)
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    """The external id the saga records for the step."""
-    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
-    saga_id: Mapped[str] = mapped_column(String(200), index=True)
-    sku: Mapped[str] = mapped_column(String(64), index=True)
-    quantity: Mapped[int] = mapped_column(Integer)
-    unit_price_cents: Mapped[int] = mapped_column(Integer)
-    currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(10), default=ReservationStatus.RESERVED.value)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 # -- the action's models ---------------------------------------------------------------
@@ -323,10 +277,17 @@ def _adopt(conn: Any, idempotency_key: str, name: str) -> ReserveResult:
 
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
-    """`inventory.reserve`, on the database `settings` names (an engine of its own)."""
+    """Every action of the inventory system: `inventory.reserve` and the look-ups
+    `inventory.product` and `inventory.search`, on the database `settings` names (an
+    engine of its own, shared by the three)."""
     engine = make_engine(settings.inventory_db_url())
     create_schema(engine)
-    return [InventoryActivities(engine).reserve_inventory]
+    lookups = InventoryLookups(engine)
+    return [
+        InventoryActivities(engine).reserve_inventory,
+        lookups.look_up_product,
+        lookups.search_products,
+    ]
 
 
 # -- what reconciliation reads, and dev seeding -----------------------------------------

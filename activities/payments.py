@@ -1,9 +1,12 @@
 """The payments system, and its action `payments.charge`: charge a customer once with a
 Stripe PaymentIntent.
 
-This module is the system's home: the action's models, the Stripe client, the mapping of
-Stripe errors onto retryable and non-retryable failures, finding a step's PaymentIntent,
-and the forward action. Its undo (a refund) is in `compensations/payments.py`.
+This module is the system's home: the action's models, finding a step's PaymentIntent,
+the forward action, the reconciliation reader, the card vault and dev seeding, and
+`build()`, which lists every action of the system. Beside it, only for size: the Stripe
+client and its error mapping (`activities/_stripe.py`) and the read-only look-up
+`payments.customer` (`activities/payments_lookups.py`). Its undo (a refund) is in
+`compensations/payments.py`.
 
 Exactly once, even when a response is lost: every request carries an Idempotency-Key
 derived from the step, the intent carries the key in its metadata, and its id goes to
@@ -15,6 +18,7 @@ localstripe.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self
@@ -24,10 +28,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._stripe import (
+    HTTP_TIMEOUT_SECONDS,
+    card_payment_method,
+    is_test_key,
+    stripe_client,
+    stripe_failure,
+)
+from activities.payments_lookups import PaymentLookups
 from saga import (
     Amount,
     Currency,
     Effect,
+    Seed,
     Settings,
     StepContext,
     StepOptions,
@@ -39,11 +52,9 @@ from saga import (
 )
 
 if TYPE_CHECKING:
-    from stripe._base_address import BaseAddresses
     from stripe.params import PaymentIntentCreateParams
 
-HTTP_TIMEOUT_SECONDS = 15.0
-"""Per Stripe request; an activity makes a handful, inside its start-to-close timeout."""
+log = logging.getLogger(__name__)
 
 
 # -- the action's models --------------------------------------------------------------
@@ -83,74 +94,7 @@ class ChargeResult(StepResult):
     currency: str
 
 
-# -- Stripe plumbing: the client, its errors, finding a step's intent -----------------
-def stripe_client(
-    settings: Settings, http_client: stripe.HTTPXClient | None = None
-) -> stripe.StripeClient:
-    """The SDK client, from settings only: the key never enters workflow data.
-
-    The SDK's own network retries are off: Temporal retries the activity, and the
-    activity reconciles with what an earlier attempt already did.
-    """
-    base: BaseAddresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else {}
-    return stripe.StripeClient(
-        settings.stripe_api_key,
-        base_addresses=base,
-        max_network_retries=0,
-        http_client=http_client or stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS),
-    )
-
-
-def is_test_key(api_key: str) -> bool:
-    """Whether a Stripe key is a test-mode key (card numbers are accepted in test mode only)."""
-    return api_key.startswith(("sk_test_", "rk_test_"))
-
-
-async def card_payment_method(
-    client: stripe.StripeClient, card_number: str, idempotency_key: str | None = None
-) -> str:
-    """A PaymentMethod for a test card number (test mode only: the caller checks).
-
-    The one place a card number becomes a ``pm_...`` id: at the edge before a saga starts
-    (:class:`StripeCardVault`), and in ``payments.charge`` for a plan that still carries a number.
-    """
-    options: stripe.RequestOptions = {}
-    if idempotency_key is not None:
-        options["idempotency_key"] = idempotency_key
-    created = await client.v1.payment_methods.create_async(
-        {
-            "type": "card",
-            "card": {"number": card_number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-        },
-        options,
-    )
-    return created.id
-
-
-def stripe_failure(exc: stripe.StripeError) -> ApplicationError:
-    """A Stripe error as the activity failure Temporal should see (raise it ``from None``).
-
-    Declines and invalid requests are final; lost connections, timeouts, 409 (an
-    idempotent request still in flight), 429 and 5xx are retried by Temporal. The
-    details carry Stripe's error code and request id; nothing carries the API key
-    (Stripe echoes a masked key in authentication errors, so those get a fixed message).
-    """
-    message = exc.user_message or type(exc).__name__
-    if isinstance(exc, stripe.AuthenticationError):
-        message = "Stripe rejected the API key (check SAGA_STRIPE_API_KEY)"
-    details = (exc.code or "", exc.request_id or "")
-    status = exc.http_status
-    if isinstance(exc, stripe.CardError):
-        if exc.code == "processing_error":
-            return ApplicationError(message, *details, type="CardProcessingError")
-        kind = "CardDeclined" if exc.code in (None, "card_declined") else "CardError"
-        return ApplicationError(message, *details, type=kind, non_retryable=True)
-    kind = f"Stripe{type(exc).__name__}"
-    if status is None or status in (409, 429) or status >= 500:
-        return ApplicationError(message, *details, type=kind)
-    return ApplicationError(message, *details, type=kind, non_retryable=True)
-
-
+# -- finding a step's intent -------------------------------------------------------
 def metadata_for(saga_id: str, key: str) -> dict[str, str]:
     return {"saga_id": saga_id, "idempotency_key": key}
 
@@ -312,7 +256,9 @@ class PaymentActivities:
 
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
-    """`payments.charge`, bound to a Stripe client of its own."""
+    """Every action of the payments system: `payments.charge` and the look-up
+    `payments.customer`, each bound to a Stripe client of its own. Without a Stripe key
+    the look-up says it is not configured (plans naming it are refused)."""
     http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
     forward = PaymentActivities(
         stripe_client(settings, http),
@@ -320,7 +266,13 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
         localstripe=settings.stripe_api_base is not None,
         http=http,
     )
-    return [forward.charge_payment]
+    reading = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS)
+    lookups = PaymentLookups(
+        stripe_client(settings, reading),
+        configured=bool(settings.stripe_api_key.strip()),
+        http=reading,
+    )
+    return [forward.charge_payment, lookups.find_customer]
 
 
 # -- what reconciliation reads -----------------------------------------------------------
@@ -397,3 +349,43 @@ class StripeCardVault:
 
 
 catalog.add_card_vault("payments.charge", StripeCardVault)
+
+
+# -- dev seeding ---------------------------------------------------------------------------
+DEV_CUSTOMER = "ana@example.com"
+"""The customer of the README's example request, seeded with a saved card for `saga dev`."""
+DEV_CARD = "4242424242424242"
+
+
+def prepare(settings: Settings) -> None:
+    """On a local Stripe (``stripe_api_base`` set, a test key), as `saga dev` and the demo
+    run it: the customer ana@example.com with a saved Visa card, so that
+    `payments.customer` finds one. Idempotent; a Stripe that cannot be reached is logged
+    and left alone (the dev stack runs without the sample customer)."""
+    if settings.stripe_api_base is None or not is_test_key(settings.stripe_api_key):
+        return
+    http = stripe.HTTPXClient(timeout=HTTP_TIMEOUT_SECONDS, allow_sync_methods=True)
+    client = stripe_client(settings, http).v1
+    try:
+        found = client.customers.list({"email": DEV_CUSTOMER, "limit": 1}).data
+        customer = (
+            found[0].id
+            if found
+            else client.customers.create({"email": DEV_CUSTOMER, "name": "Ana"}).id
+        )
+        saved = client.payment_methods.list({"customer": customer, "type": "card", "limit": 1})
+        if not saved.data:
+            method = client.payment_methods.create(
+                {
+                    "type": "card",
+                    "card": {"number": DEV_CARD, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+                }
+            )
+            client.payment_methods.attach(method.id, {"customer": customer})
+    except stripe.StripeError as exc:
+        log.warning("no sample customer in Stripe at %s: %s", settings.stripe_api_base, exc)
+    finally:
+        http.close()  # type: ignore[no-untyped-call]
+
+
+catalog.add_seed("payments", Seed(prepare=prepare))

@@ -1,9 +1,11 @@
 """The tickets system, and its action `tickets.create`: open a Redmine issue.
 
 This module is the system's home: the action's models, the marker that ties an issue
-to its step, the forward action and the reconciliation reader. :class:`Redmine` (the
-few REST calls the system makes, and their error mapping) sits beside it in
-`activities/_redmine.py`, only for size. Its undo (closing or deleting the issue) is in
+to its step, the forward action, the reconciliation reader, and `build()`, which lists
+every action of the system. Beside it, only for size: :class:`Redmine` (the few REST
+calls the system makes, and their error mapping) in `activities/_redmine.py`, and the
+read-only look-ups `tickets.find_open` and `tickets.assignable_users` in
+`activities/tickets_lookups.py`. Its undo (closing or deleting the issue) is in
 `compensations/tickets.py`.
 
 Redmine has no idempotency keys. The ticket's description ends with the line
@@ -38,6 +40,7 @@ from activities._redmine import (
     as_dict,
     redmine_client,
 )
+from activities.tickets_lookups import TicketLookups
 from saga import (
     Effect,
     Settings,
@@ -55,6 +58,7 @@ __all__ = [
     "Redmine",
     "TicketActivities",
     "TicketInput",
+    "TicketLookups",
     "TicketResult",
     "build",
     "marker",
@@ -218,14 +222,21 @@ class TicketActivities:
 
 
 def build(settings: Settings) -> list[Callable[..., Any]]:
-    """`tickets.create`, on the Redmine that `settings` names (a client of its own).
+    """Every action of the tickets system: `tickets.create` and the look-ups
+    `tickets.find_open` and `tickets.assignable_users`, on the Redmine that `settings`
+    names (the action and the look-ups each with a client of their own).
 
-    Without ``redmine_url`` and ``redmine_api_key`` the activity is still registered
+    Without ``redmine_url`` and ``redmine_api_key`` the activities are still registered
     (so a saga started before can still fail clearly, with a non-retryable
-    ``TicketsNotConfigured``), but the worker reports tickets.create as not configured
-    and new plans that use it are refused before any step runs.
+    ``TicketsNotConfigured``), but the worker reports them as not configured and new
+    plans that use them are refused before any step runs.
     """
-    return [TicketActivities(redmine_client(settings), settings.redmine_project).create_ticket]
+    lookups = TicketLookups(redmine_client(settings), settings.redmine_project)
+    return [
+        TicketActivities(redmine_client(settings), settings.redmine_project).create_ticket,
+        lookups.find_open_tickets,
+        lookups.list_assignable_users,
+    ]
 
 
 # -- what reconciliation reads -----------------------------------------------------------

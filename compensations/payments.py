@@ -1,8 +1,8 @@
 """Undo `payments.charge`: refund a succeeded PaymentIntent, cancel an unfinished one.
 
-The payments system itself (models, Stripe client, error mapping, finding a step's
-intent) lives in `activities/payments.py`; this module holds only the undo and declares
-it with ``@compensates``.
+The payments system itself (models, finding a step's intent) lives in
+`activities/payments.py`, its Stripe client and error mapping in `activities/_stripe.py`;
+this module holds only the undo and declares it with ``@compensates``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._stripe import HTTP_TIMEOUT_SECONDS, stripe_client, stripe_failure
 from activities.payments import (
-    HTTP_TIMEOUT_SECONDS,
     ChargeInput,
     ChargeResult,
     PaymentActivities,
     find_intent,
     key_of,
     metadata_for,
-    stripe_client,
-    stripe_failure,
 )
 from saga import Settings, compensates, current_step
 

@@ -13,7 +13,8 @@ and reports where they disagree:
   compensated or cancelled saga that left an effect standing;
 
 plus the sagas waiting for an operator (``needs_attention``). Sagas still running are
-listed, and their unfinished steps are not judged. The systems are reached only through
+listed, and their unfinished steps are not judged; read-only steps (look-ups) never are:
+they have no effect to find. The systems are reached only through
 settings; the report names them without credentials. Each system brings its reader
 (:class:`saga.Reconciler`, registered with ``catalog.add_reader``): the configured
 systems' modules are imported when :func:`reconcile` runs, and the engine imports none.
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field, computed_field
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from saga._catalog import catalog
+from saga._catalog import ActionKind, catalog
 from saga._codec import payload_keys
 from saga._ledger import Ledger, StepSnapshot
 from saga._models import CompensationStatus, SagaStatus, StepStatus
@@ -255,6 +256,8 @@ async def reconcile(
     sagas = {str(s["saga_id"]): s for s in all_sagas if str(s["saga_id"]).startswith(saga_prefix)}
     saga_status = {sid: str(s["status"]) for sid, s in sagas.items()}
     catalog.load_systems(settings)
+    # A look-up changes nothing: there is no effect to find for it, whatever reads its system.
+    read_only = {spec.name for spec in catalog if spec.kind is ActionKind.READ_ONLY}
     actions_of: dict[ReaderFactory, list[str]] = defaultdict(list)
     wanted = None if actions is None else set(actions)
     for action, factory in catalog.readers().items():
@@ -266,7 +269,7 @@ async def reconcile(
         reader = factory(settings)
         try:
             held = await _holdings(reader, saga_prefix)
-            mine = [s for s in steps if s.action in actions]
+            mine = [s for s in steps if s.action in actions and s.action not in read_only]
             held.check.steps = len(mine)
             held.check.effects = len(held.keyed)
             checks.append(held.check)

@@ -231,6 +231,18 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
         assert (tmp_path / "data" / "temporal.db").exists()
         assert (tmp_path / "data" / "ledger.db").exists()
         assert stat.S_IMODE((tmp_path / "data" / "payload-keys").stat().st_mode) == 0o600
+        # `saga dev` gave its localstripe the README's customer, with a saved card.
+        look = {"id": "who", "action": "payments.customer", "args": {"email": "ana@example.com"}}
+        lookup = write_plan(tmp_path, {"steps": [look]})
+        who = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "saga", "start", "--plan", lookup, "--wait", "--json"],
+            env={**env, "SAGA_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"},
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert who.returncode == 0, who.stdout + who.stderr
+        [ana] = json.loads(who.stdout)["steps"][0]["result"]["customers"]
+        assert [card["last4"] for card in ana["cards"]] == ["4242"]
         # The README's first order: its card number becomes a payment method in dev's
         # localstripe before the saga starts; the output shows neither it nor the email.
         order = await asyncio.to_thread(

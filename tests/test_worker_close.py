@@ -1,5 +1,6 @@
-"""A stopping worker closes what its activities own: Stripe's and Redmine's HTTP clients
-and the inventory's database connections (`saga worker` calls this after draining)."""
+"""A stopping worker closes what its activities own (look-ups included): Stripe's and
+Redmine's HTTP clients and the inventory's database connections (`saga worker` calls
+this after draining)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from sqlalchemy import text
 
 from activities.inventory import InventoryActivities
 from activities.payments import PaymentActivities
+from activities.payments_lookups import PaymentLookups
 from activities.tickets import TicketActivities
+from activities.tickets_lookups import TicketLookups
 from compensations.inventory import InventoryCompensations
 from compensations.payments import PaymentCompensations
 from compensations.tickets import TicketCompensations
@@ -34,12 +37,17 @@ async def test_close_activities_closes_every_client_once(tmp_path: Path) -> None
     assert inventory.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     stripe_http = payments._http._client_async  # type: ignore[union-attr]
     redmine_http = tickets.redmine.http
-    assert redmine_http is not None
-    assert not stripe_http.is_closed and not redmine_http.is_closed
+    # The look-ups have clients of their own (the inventory's share its engine).
+    lookup_stripe = owners[PaymentLookups]._http._client_async  # type: ignore[union-attr]
+    lookup_redmine = owners[TicketLookups].redmine.http
+    assert redmine_http is not None and lookup_redmine is not None
+    assert lookup_stripe is not stripe_http and lookup_redmine is not redmine_http
+    https = (stripe_http, redmine_http, lookup_stripe, lookup_redmine)
+    assert not any(http.is_closed for http in https)
 
     await close_activities(acts)
 
-    assert stripe_http.is_closed and redmine_http.is_closed
+    assert all(http.is_closed for http in https)
     assert inventory.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
     await close_activities(acts)  # a second close is harmless
 

@@ -1,0 +1,176 @@
+"""Look-ups as steps between writes, on every real system at once (SQL inventory,
+localstripe, Redmine) and the production worker (`load_activities`): a saga that
+completes, and one whose last write fails, where the writes are undone, the look-ups are
+not (there is nothing to undo), and `reconcile` finds nothing to judge in them."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from rich.console import Console
+from temporalio.client import Client
+
+from activities.inventory import InventoryReader, stock_of
+from saga import (
+    CompensationStatus,
+    Ledger,
+    SagaResult,
+    SagaStatus,
+    StepStatus,
+    catalog,
+    create_worker,
+    free_port,
+    load_activities,
+    start_saga,
+    wait_saga,
+)
+from saga._reconcile import reconcile, render
+from saga._worker import close_activities
+from saga.cli._render import masked
+from saga.cli._render import render as render_saga
+from saga.dev._localstripe import LocalStripe
+from tests.bench.chaos_soak import DECLINED_CARD, GOOD_CARD, World, world
+from tests.servers.redmine import RedmineServer
+
+
+@dataclass
+class Shop:
+    world: World
+    client: Client
+    ledger: Ledger
+
+    async def run(self, sid: str, steps: list[dict[str, Any]]) -> SagaResult:
+        s = self.world.settings
+        await start_saga(
+            self.client, {"steps": steps}, saga_id=sid, task_queue=s.task_queue, settings=s
+        )
+        return await wait_saga(self.client, sid)
+
+
+@pytest.fixture(scope="module")
+async def shop(
+    client: Client, redmine: RedmineServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Shop]:
+    data = tmp_path_factory.mktemp("lookup-saga")
+    server = LocalStripe(free_port(), log_file=data / "localstripe.log")
+    await server.start()
+    try:
+        async with world(
+            temporal_address=client.service_client.config.target_host,
+            stripe_base=server.url,
+            redmine_url=redmine.url,
+            redmine_key=redmine.api_key,
+            data_dir=data,
+            ledger_url=f"sqlite:///{data / 'ledger.db'}",
+            inventory_url=f"sqlite:///{data / 'inventory.db'}",
+        ) as w:
+            ledger = Ledger(w.settings.ledger_url())
+            acts = load_activities(w.settings)
+            try:
+                async with create_worker(client, w.settings, ledger, activities=acts):
+                    yield Shop(w, client, ledger)
+            finally:
+                await close_activities(acts)
+                ledger.close()
+    finally:
+        server.stop()
+
+
+def order(sku: str, tag: str, email: str, card: str) -> list[dict[str, Any]]:
+    """Writes with look-ups between them: each look-up sees what the write before did."""
+    return [
+        {"id": "reserve", "action": "inventory.reserve", "args": {"sku": sku, "quantity": 2}},
+        {"id": "stock", "action": "inventory.product", "args": {"sku": sku}},
+        {"id": "ticket", "action": "tickets.create", "args": {"subject": f"Ship {tag}"}},
+        {"id": "find", "action": "tickets.find_open", "args": {"subject": f"ship {tag}"}},
+        {"id": "who", "action": "payments.customer", "args": {"email": email}},
+        {"id": "charge", "action": "payments.charge",
+         "args": {"amount": 2500, "currency": "eur", "customer_email": email,
+                  "card_number": card}},
+    ]  # fmt: skip
+
+
+LOOKUPS = ("stock", "find", "who")
+
+
+async def test_lookups_between_writes_complete_and_are_never_compensated(shop: Shop) -> None:
+    prefix = f"lookup-{uuid.uuid4().hex[:8]}-"
+    sku = shop.world.product(stock=10)
+    tag = uuid.uuid4().hex[:8]
+    email = f"{tag}@example.com"
+
+    done = await shop.run(f"{prefix}done", order(sku, tag, email, GOOD_CARD))
+    assert done.status == SagaStatus.COMPLETED, done
+    steps = {s.id: s for s in done.steps}
+    assert steps["stock"].result is not None and steps["stock"].result["stock"] == 8
+    ticket_id = int(str(steps["ticket"].external_id))
+    assert steps["find"].result is not None
+    assert [t["id"] for t in steps["find"].result["tickets"]] == [ticket_id]
+    assert steps["who"].result == {
+        "found": False,  # the charge below makes the customer, after the look-up
+        "customers": [],
+        "more": False,
+    }
+    for sid in LOOKUPS:
+        assert steps[sid].external_id is None and steps[sid].compensation == "none"
+
+    # The last write fails: the writes are undone in reverse, the look-ups are not.
+    undone = await shop.run(f"{prefix}undone", order(sku, f"{tag}b", email, DECLINED_CARD))
+    assert undone.status == SagaStatus.COMPENSATED, undone
+    steps = {s.id: s for s in undone.steps}
+    assert steps["charge"].status == StepStatus.FAILED
+    assert steps["who"].result is not None and steps["who"].result["found"] is True
+    for sid in ("reserve", "ticket"):
+        assert steps[sid].compensation == CompensationStatus.COMPENSATED, steps[sid]
+    for sid in LOOKUPS:
+        assert steps[sid].status == StepStatus.SUCCEEDED
+        assert steps[sid].compensation == CompensationStatus.NONE, steps[sid]
+    rows = {r.step_id: r for r in shop.ledger.steps(undone.saga_id)}
+    assert {sid: rows[sid].compensation_status for sid in rows} == {
+        "reserve": "compensated",
+        "stock": "none",
+        "ticket": "compensated",
+        "find": "none",
+        "who": "none",
+        "charge": "compensated",  # declined before any intent: a no-op undo
+    }
+    # Counted in the systems: the stock is whole, the second ticket closed, one charge.
+    assert stock_of(shop.world.inventory, sku) == 8
+    issues = await shop.world.tickets(prefix)
+    assert {key: [i["closed"] for i in found] for key, found in issues.items()} == {
+        f"{prefix}done/ticket": [False],
+        f"{prefix}undone/ticket": [True],
+    }
+    assert list(await shop.world.intents(prefix)) == [f"{prefix}done/charge"]
+
+    # Reconciliation has nothing to find for a look-up, and finds no drift.
+    report = await reconcile(shop.world.settings, saga_prefix=prefix)
+    assert report.clean, render(report)
+    assert report.steps == 12  # six per saga, look-ups included ...
+    checks = {c.system: c.steps for c in report.systems}
+    judged = {name: checks[name] for name in ("inventory", "payments", "tickets")}
+    assert judged == {"inventory": 2, "payments": 2, "tickets": 2}  # ... judged: writes only
+    assert sum(checks.values()) == 6, checks
+
+    # Even a system whose reader also claims its look-ups is judged on its writes only.
+    catalog.add_reader("inventory.product", InventoryReader)
+    try:
+        claimed = await reconcile(shop.world.settings, saga_prefix=prefix)
+    finally:
+        catalog._readers.pop("inventory.product")
+    assert claimed.clean, render(claimed)
+    assert {c.system: c.steps for c in claimed.systems}["inventory"] == 2
+
+    # `saga status` shows each look-up as a step with nothing to compensate.
+    out = io.StringIO()
+    Console(file=out, width=200, markup=False, color_system=None).print(render_saga(masked(undone)))
+    lines = {line.split("│")[1].strip(): line for line in out.getvalue().splitlines()
+             if line.count("│") > 4}  # fmt: skip
+    for sid, action in (("stock", "inventory.product"), ("find", "tickets.find_open")):
+        cells = [c.strip() for c in lines[sid].split("│")[1:-1]]
+        assert cells == [sid, action, "succeeded", "-", "none"], cells
