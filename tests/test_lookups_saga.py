@@ -174,3 +174,77 @@ async def test_lookups_between_writes_complete_and_are_never_compensated(shop: S
     for sid, action in (("stock", "inventory.product"), ("find", "tickets.find_open")):
         cells = [c.strip() for c in lines[sid].split("│")[1:-1]]
         assert cells == [sid, action, "succeeded", "-", "none"], cells
+
+
+async def test_the_offline_agent_looks_before_it_acts(shop: Shop) -> None:
+    """Act mode with the worker's offline model on the real systems: it looks up the stock
+    and the customer's saved cards first, takes the alternative the request allows when
+    blue mugs run short, charges the saved card; a declined card makes it give up and
+    the reservation is released."""
+    from activities.inventory import ProductInfo, seed_products
+    from saga import Policy, SagaInput, SagaMode
+
+    world, s = shop.world, shop.world.settings
+    seed_products(
+        world.inventory,
+        [
+            ProductInfo(sku="mug-blue", name="Blue mug", price_cents=1250, stock=1),
+            ProductInfo(sku="mug-red", name="Red mug", price_cents=1300, stock=5),
+        ],
+    )
+    prefix = f"act-{uuid.uuid4().hex[:8]}-"
+    email = f"{prefix}ana@example.com"
+    # A first order saves a card with the customer (as Stripe does when one is attached).
+    saved = await shop.run(
+        f"{prefix}first",
+        [{"id": "charge", "action": "payments.charge",
+          "args": {"amount": 100, "currency": "eur", "customer_email": email,
+                   "card_number": GOOD_CARD}}],
+    )  # fmt: skip
+    assert saved.status == SagaStatus.COMPLETED, saved
+
+    # No SMTP server in this world: the policy leaves email out of what the agent may do.
+    policy = Policy(
+        allowed_actions=[
+            "inventory.product",
+            "inventory.reserve",
+            "payments.customer",
+            "payments.charge",
+        ]
+    )
+
+    async def act(sid: str, request: str) -> SagaResult:
+        inp = SagaInput(request=request, mode=SagaMode.ACT, policy=policy)
+        await start_saga(
+            shop.client, None, saga_id=sid, task_queue=s.task_queue, input=inp, settings=s
+        )
+        return await wait_saga(shop.client, sid)
+
+    done = await act(
+        f"{prefix}red", f"order 2 blue mugs or red ones for {email} and charge her card"
+    )
+    assert done.status == SagaStatus.COMPLETED, done
+    assert [(look.action, look.args) for look in done.lookups] == [
+        ("inventory.product", {"sku": "mug-blue"}),
+        ("inventory.product", {"sku": "mug-red"}),
+        ("payments.customer", {"email": email}),
+    ]
+    card = done.lookups[2].result["customers"][0]["cards"][0]["payment_method"]  # type: ignore[index]
+    reserve, charge = done.steps[0], done.steps[1]
+    assert (reserve.action, reserve.args) == (
+        "inventory.reserve",
+        {"sku": "mug-red", "quantity": 2},
+    )
+    assert charge.args["amount"] == 2600 and charge.args["payment_method"] == card
+    assert "card_number" not in charge.args
+    assert stock_of(world.inventory, "mug-red") == 3 and stock_of(world.inventory, "mug-blue") == 1
+    (intent,) = (await world.intents(f"{prefix}red"))[f"{prefix}red/call-2"]
+    assert intent.amount == 2600 and intent.payment_method == card
+
+    declined = await act(
+        f"{prefix}declined", f"order 1 red mug for {email} and charge card {DECLINED_CARD}"
+    )
+    assert declined.status == SagaStatus.COMPENSATED, declined
+    assert declined.error is not None and "payments.charge failed" in declined.error
+    assert stock_of(world.inventory, "mug-red") == 3  # reserved, then released
+    assert declined.steps[0].compensation == CompensationStatus.COMPENSATED

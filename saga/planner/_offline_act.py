@@ -111,7 +111,8 @@ def adjusted(
                     args["amount"] = quantity * int(price)
                 args["description"] = str(args.get("description", "")).replace(asked, got)
             given = re.search(r"\bpm_[A-Za-z0-9_]+", request)  # a card the edge tokenized
-            if cards and cards[0] and not given and "card_number" not in args:
+            if cards and cards[0] and not given:  # the customer's saved card, not a test one
+                args.pop("card_number", None)
                 args["payment_method"] = cards[0]
         if step["action"] == "notify.email":
             for asked, (got, _) in chosen.items():
