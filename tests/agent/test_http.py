@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from saga import SagaStatus, free_port
+from saga import SagaMode, SagaStatus, free_port
 from saga.planner._agent import AGENT_LABEL, RULES
 from tests import effects
 from tests.agent.conftest import RunWorker, model_activity_runs
@@ -181,3 +181,75 @@ async def test_unreachable_endpoint_rejects_after_the_attempts(run_worker: RunWo
         "(is the server running?)"
     )
     assert effects.log_of(stack.effects, handle.id) == []
+
+
+def _act_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """Act mode over chat completions: a tool call first; once its answer is in the
+    conversation, the last word."""
+    answered = any(m.get("role") == "tool" for m in body["messages"])
+    message: dict[str, Any] = (
+        {"role": "assistant", "content": json.dumps({"done": True, "answer": "applied a"})}
+        if answered
+        else {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_http_1",
+                    "type": "function",
+                    "function": {"name": "effects__apply", "arguments": '{"name": "a"}'},
+                }
+            ],
+        }
+    )
+    return {
+        "id": "chatcmpl-act",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "stop" if answered else "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20},
+    }
+
+
+async def test_act_mode_over_http(run_worker: RunWorker) -> None:
+    requests: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        requests.append(body)
+        return web.json_response(_act_chat(body))
+
+    port = free_port()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with run_worker(
+            None,
+            openai_api_key=KEY,
+            openai_base_url=f"http://127.0.0.1:{port}/v1",
+            model="local-actor",
+            model_api="chat_completions",
+        ) as stack:
+            handle = await stack.start("apply a", mode=SagaMode.ACT)
+            result = await handle.result()
+    finally:
+        await runner.cleanup()
+    assert result.status == SagaStatus.COMPLETED, result
+    assert result.answer == "applied a" and result.planner == AGENT_LABEL
+    assert [(s.id, s.action) for s in result.steps] == [("call-1", "effects.apply")]
+    assert (result.model_calls, result.tokens) == (2, 40)
+    assert len(effects.effects_of(stack.effects, handle.id)) == 1
+    tools = {t["function"]["name"] for t in requests[0]["tools"]}
+    assert {"effects__apply", "effects__notify"} <= tools
+    tool_answer = next(m for m in requests[1]["messages"] if m.get("role") == "tool")
+    assert json.loads(tool_answer["content"])["result"]["external_id"].startswith("eff-")
