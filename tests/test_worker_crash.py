@@ -300,3 +300,42 @@ async def test_sigterm_hands_back_a_step_longer_than_the_grace_period(
     assert effects.log_of(stack.effects, sid) == [("apply", "a"), ("apply", "b")]
     row = stack.ledger.step(f"{sid}/a")
     assert row is not None and row.attempts == 2 and row.failures == 0
+
+
+async def test_sigkill_mid_act_loop_repeats_no_model_call_and_no_write(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Act mode (the worker's offline model): the worker dies during the agent's second
+    write; another worker finishes the run from history. No model call is made twice and
+    every write takes effect once."""
+    from saga import SagaInput, SagaMode
+    from tests.agent.conftest import model_activity_runs
+
+    queue = unique("crash-act")
+    sid = unique()
+    request = "effects.apply name=a; effects.apply name=b delay=4; effects.apply name=c"
+    offline = {"OPENAI_API_KEY": ""}  # the workers' own offline model
+    first = spawn_worker(stack, queue, tmp_path / "worker1.log", **offline)
+    second = None
+    try:
+        handle = await start_saga(
+            stack.client,
+            None,
+            saga_id=sid,
+            task_queue=queue,
+            input=SagaInput(request=request, mode=SagaMode.ACT),
+        )
+        await until_running(stack, sid, "call-2")
+        first.kill()
+        assert first.wait(timeout=10) == -9
+        second = spawn_worker(stack, queue, tmp_path / "worker2.log", **offline)
+        result = await asyncio.wait_for(wait_saga(stack.client, sid), timeout=180)
+    finally:
+        stop([p for p in (first, second) if p is not None])
+    assert result.status == SagaStatus.COMPLETED, result
+    assert [s.id for s in result.steps] == ["call-1", "call-2", "call-3"]
+    # Three writes and the last word: four model calls in history, none repeated.
+    assert await model_activity_runs(handle) == 4
+    assert result.model_calls == 4
+    assert effects.log_of(stack.effects, sid) == [("apply", "a"), ("apply", "b"), ("apply", "c")]
+    assert stack.ledger.step(f"{sid}/call-2").attempts == 2  # type: ignore[union-attr]
