@@ -11,12 +11,13 @@ path at the end of this module.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from saga._approval import ApprovalGate
@@ -131,6 +132,8 @@ class Planning(ApprovalGate):
         try:
             result = await start_forward(spec, record.args)
         except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):  # the saga is cancelled: stop here
+                raise asyncio.CancelledError("saga cancelled mid-look-up") from None
             record.error = cause_text(exc)
             return {"error": record.error}
         record.result = result if isinstance(result, dict) else {"value": result}

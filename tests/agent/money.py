@@ -32,6 +32,7 @@ class ChargeResult(BaseModel):
 class BalanceInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, description="Whose balance.")
+    delay: float = Field(0, ge=0, le=60, description="Seconds to think first (tests).")
 
 
 class BalanceResult(BaseModel):
@@ -48,6 +49,8 @@ BALANCES = {"ana": 1234, "bo": 50}
 @activity.defn
 async def balance_money(inp: BalanceInput) -> BalanceResult:
     """Look up what someone may spend (a read-only look-up); unknown names have none."""
+    if inp.delay:
+        await asyncio.sleep(inp.delay)
     return BalanceResult(name=inp.name, balance=BALANCES.get(inp.name, 0), currency="EUR")
 
 

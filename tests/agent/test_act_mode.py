@@ -378,3 +378,25 @@ async def test_an_injection_in_a_tool_result_cannot_move_money_past_the_policy(
     assert answers[1]["error"].startswith("refused: ") and "5000" in answers[1]["error"]
     assert answers[2]["error"].startswith("refused: ") and "USD" in answers[2]["error"].upper()
     assert result.steps == []
+
+
+async def test_cancel_mid_lookup_undoes_the_writes_before(run_worker: RunWorker) -> None:
+    model = ScriptedModel(
+        [
+            call("effects.apply", {"name": "a"}, "look-1"),
+            call("money.balance", {"name": "ana", "delay": 30}, "look-2"),
+        ]
+    )
+    async with run_worker(model) as stack:
+        handle = await stack.start("apply a, then look slowly", mode=ACT)
+
+        async def looking() -> bool:
+            row = stack.ledger.step(f"{handle.id}/lookup:1")
+            return row is not None and row.status == "running"
+
+        await eventually(looking)
+        await handle.cancel()
+        result = await wait_saga(stack.client, handle.id)
+    assert result.status == SagaStatus.CANCELLED, result
+    assert applied(stack, handle) == {"a": 1}
+    assert len(model.calls) == 2
