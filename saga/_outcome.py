@@ -6,6 +6,8 @@ read it from here.
 
 from __future__ import annotations
 
+import json
+
 from saga._models import CompensationStatus, SagaResult, SagaStatus, StepStatus
 
 ALREADY_COMPLETED = "already completed: nothing was cancelled"
@@ -47,3 +49,18 @@ def outcome(state: SagaResult, execution: str, cancel_requested: bool) -> str | 
     if state.status == SagaStatus.REJECTED:
         return f"rejected: {state.error or 'plan rejected'}"
     return f"closed as {execution} while {state.status.value}"
+
+
+def agent_lines(result: SagaResult) -> list[str]:
+    """What the agent did besides the steps: its look-ups, re-plans, last word and model
+    use, a line each (pass a masked result: arguments and answers are printed)."""
+    lines = []
+    for look in result.lookups:
+        answer = f"error: {look.error}" if look.error else json.dumps(look.result)
+        lines.append(f"looked up {look.action} {json.dumps(look.args)}: {answer}")
+    lines += [f"re-planned after step {note}" for note in result.replans]
+    if result.answer:
+        lines.append(f"answer: {result.answer}")
+    if result.model_calls:
+        lines.append(f"model: {result.model_calls} call(s), {result.tokens} token(s)")
+    return lines

@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 from saga._client import saga_state, wait_saga
 from saga._errors import SagaError
 from saga._models import SagaResult
-from saga._outcome import outcome
+from saga._outcome import agent_lines, outcome
 from saga._redact import redact
 
 _STYLE = {
@@ -73,6 +73,7 @@ def render(state: SagaResult, execution: str = "running") -> Group:
         parts.append(Text(line, style=_STYLE.get(safe.status.value, "bold")))
     for problem in safe.problems:
         parts.append(Text(f"  {problem}", style="red"))
+    parts += [Text(line, style="dim") for line in agent_lines(safe)]
     return Group(*parts)
 
 

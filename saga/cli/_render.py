@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from saga._models import SagaResult, SagaStatus, StepState
+from saga._outcome import agent_lines
 from saga._redact import redact
 
 # What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
@@ -45,15 +46,8 @@ def show(result: SagaResult, as_json: bool) -> None:
         out.print(f"plan {result.plan_hash} ({result.planner or 'hand-written'}):")
         for st in result.plan.steps:
             out.print(f"  {st.id}: {st.action} {json.dumps(st.args)}")
-    for look in result.lookups:
-        answer = f"error: {look.error}" if look.error else json.dumps(look.result)
-        out.print(f"looked up {look.action} {json.dumps(look.args)}: {answer}")
-    if result.answer:
-        out.print(f"answer: {result.answer}")
-    if result.model_calls:
-        out.print(f"model: {result.model_calls} call(s), {result.tokens} token(s)")
-    for note in result.replans:
-        out.print(f"re-planned after step {note}")
+    for line in agent_lines(result):
+        out.print(line)
     if result.status is SagaStatus.AWAITING_APPROVAL:
         out.print(f"waiting for approval: saga approve {result.saga_id}")
     if result.error:

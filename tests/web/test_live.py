@@ -79,6 +79,38 @@ def test_render_masks_card_numbers() -> None:
     assert "•••• 4242" in out.getvalue()
 
 
+def test_watch_shows_the_agents_lookups_answer_and_model_use_masked() -> None:
+    from saga import SagaResult
+
+    state = SagaResult.model_validate(
+        {
+            "saga_id": "s",
+            "status": "completed",
+            "mode": "act",
+            "lookups": [
+                {
+                    "id": "lookup:1",
+                    "action": "payments.customer",
+                    "args": {"email": "ana.lopez@example.com"},
+                    "result": {"found": True},
+                }
+            ],
+            "replans": ["b: Declined: re-planned as c"],
+            "answer": "charged ana.lopez@example.com",
+            "model_calls": 3,
+            "tokens": 420,
+        }
+    )
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render(state))
+    text = out.getvalue()
+    assert 'looked up payments.customer {"email": "a***@example.com"}: {"found": true}' in text
+    assert "re-planned after step b: Declined: re-planned as c" in text
+    assert "answer: charged a***@example.com" in text
+    assert "model: 3 call(s), 420 token(s)" in text
+    assert "ana.lopez" not in text
+
+
 def test_email_addresses_are_masked_ids_and_hashes_are_not() -> None:
     from saga.web import mask_text, redact
 
