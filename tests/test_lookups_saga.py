@@ -15,10 +15,13 @@ import pytest
 from rich.console import Console
 from temporalio.client import Client
 
-from activities.inventory import InventoryReader, stock_of
+from activities.inventory import InventoryReader, ProductInfo, seed_products, stock_of
 from saga import (
     CompensationStatus,
     Ledger,
+    Policy,
+    SagaInput,
+    SagaMode,
     SagaResult,
     SagaStatus,
     StepStatus,
@@ -181,9 +184,6 @@ async def test_the_offline_agent_looks_before_it_acts(shop: Shop) -> None:
     and the customer's saved cards first, takes the alternative the request allows when
     blue mugs run short, charges the saved card; a declined card makes it give up and
     the reservation is released."""
-    from activities.inventory import ProductInfo, seed_products
-    from saga import Policy, SagaInput, SagaMode
-
     world, s = shop.world, shop.world.settings
     seed_products(
         world.inventory,
@@ -248,3 +248,33 @@ async def test_the_offline_agent_looks_before_it_acts(shop: Shop) -> None:
     assert declined.error is not None and "payments.charge failed" in declined.error
     assert stock_of(world.inventory, "mug-red") == 3  # reserved, then released
     assert declined.steps[0].compensation == CompensationStatus.COMPENSATED
+
+
+async def test_an_act_run_that_cannot_finish_is_undone_in_the_systems(shop: Shop) -> None:
+    """The offline agent reserves and charges, then its email cannot be sent (this world
+    runs no SMTP server): the run ends, and the charge is refunded in localstripe and the
+    stock given back in the inventory, last write first."""
+    world, s = shop.world, shop.world.settings
+    sku = "tshirt-m"  # a sample product: the offline planner knows its name and price
+    seed_products(
+        world.inventory, [ProductInfo(sku=sku, name="T-shirt", price_cents=2200, stock=4)]
+    )
+    prefix = f"act-undo-{uuid.uuid4().hex[:8]}-"
+    sid = f"{prefix}saga"
+    request = f"order 2 m tshirts for {prefix}bo@example.com and charge his card"
+    inp = SagaInput(request=request, mode=SagaMode.ACT)
+    await start_saga(shop.client, None, saga_id=sid, task_queue=s.task_queue, input=inp, settings=s)
+    result = await wait_saga(shop.client, sid)
+    assert result.status == SagaStatus.COMPENSATED, result
+    assert [s.action for s in result.steps] == [
+        "inventory.reserve",
+        "payments.charge",
+        "notify.email",
+    ]
+    assert result.error is not None and "call-3 (notify.email)" in result.error
+    assert stock_of(world.inventory, sku) == 4
+    (intent,) = (await world.intents(prefix))[f"{sid}/call-2"]
+    assert intent.amount == 4400
+    assert (await world.refunded())[intent.id] == 4400
+    for step in result.steps[:2]:
+        assert step.compensation == CompensationStatus.COMPENSATED, step
