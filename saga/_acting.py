@@ -48,7 +48,7 @@ class Acting(Planning):
         self._start(Plan(steps=[]))
         self._state.plan = Plan(steps=[])
         acted = await act_with_agent(
-            request, offer.policy, offer.catalog or [], self._lookup, self._write
+            request, offer.policy, offer.catalog or [], self._lookup, self._write, self._turn
         )
         self._state.planner = acted.planner
         self._count(acted.model_calls, acted.tokens)

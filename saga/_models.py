@@ -270,6 +270,10 @@ class SagaResult(BaseModel):
     mode: SagaMode = SagaMode.PLAN
     answer: str | None = Field(None, description="Act mode: the agent's last word.")
     model_calls: int = Field(0, description="Model calls made for this saga, in all.")
+    turns: list[str] = Field(
+        default_factory=list,
+        description="What the model did on each call: the tools it called, what it said.",
+    )
     tokens: int = Field(0, description="Tokens those calls used (their usage), in all.")
     replans: list[str] = Field(
         default_factory=list,

@@ -54,7 +54,7 @@ def outcome(state: SagaResult, execution: str, cancel_requested: bool) -> str | 
 def agent_lines(result: SagaResult) -> list[str]:
     """What the agent did besides the steps: its look-ups, re-plans, last word and model
     use, a line each (pass a masked result: arguments and answers are printed)."""
-    lines = []
+    lines = [f"model turn {n}: {turn}" for n, turn in enumerate(result.turns, start=1)]
     for look in result.lookups:
         answer = f"error: {look.error}" if look.error else json.dumps(look.result)
         lines.append(f"looked up {look.action} {json.dumps(look.args)}: {answer}")

@@ -85,7 +85,12 @@ class Planning(ApprovalGate):
                 return answers[-1].problems
 
             planned = await plan_with_agent(
-                inp.request, offer.policy, offer.catalog or [], check, lookup=self._lookup
+                inp.request,
+                offer.policy,
+                offer.catalog or [],
+                check,
+                lookup=self._lookup,
+                on_turn=self._turn,
             )
             self._state.planner = planned.planner
             self._count(planned.model_calls, planned.tokens)
@@ -103,6 +108,9 @@ class Planning(ApprovalGate):
         self._state.plan = checked.plan
         self._state.plan_hash = plan_hash(checked.plan)
         return checked.plan
+
+    def _turn(self, line: str) -> None:
+        self._state.turns = [*self._state.turns, line]
 
     def _count(self, model_calls: int, tokens: int) -> None:
         self._state.model_calls += model_calls
@@ -191,6 +199,7 @@ class Planning(ApprovalGate):
             offer.catalog or [],
             check,
             lookup=self._lookup,
+            on_turn=self._turn,
             situation="A step of the saga failed. What ran (it stays and counts against "
             "the policy), what failed and why, and what will not run now:\n"
             f"{situation}\nReturn only the steps still needed, with new ids, or say in "

@@ -40,7 +40,7 @@ from saga.planner._agent import (
     model_call_failure,
     tokens_of,
 )
-from saga.planner._lookups import MAX_ANSWER_CHARS, LookupRunner, Lookups, tool_name
+from saga.planner._lookups import MAX_ANSWER_CHARS, LookupRunner, Lookups, TurnLog, tool_name
 
 ACTOR_NAME = "saga actor"
 WriteRunner = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -131,6 +131,7 @@ async def act_with_agent(
     actions: list[dict[str, Any]],
     lookup: LookupRunner,
     write: WriteRunner,
+    on_turn: Callable[[str], None] | None = None,
 ) -> ActResult:
     """Run the act-mode agent on ``request`` with ``actions`` (as the catalog describes
     them) within ``policy.max_turns`` model calls. Runs in workflow code."""
@@ -153,6 +154,7 @@ async def act_with_agent(
             request,
             max_turns=policy.max_turns,
             run_config=RunConfig(tracing_disabled=True, workflow_name=ACTOR_NAME),
+            hooks=TurnLog(on_turn) if on_turn is not None else None,
         )
     except AgentsException as exc:  # MaxTurnsExceeded, unusable output
         responses = list(exc.run_data.raw_responses) if exc.run_data is not None else []

@@ -36,7 +36,7 @@ from saga._catalog import Catalog
 from saga._errors import PlanRejected
 from saga._plan import check_plan
 from saga._policy import Policy
-from saga.planner._lookups import LookupRunner, Lookups
+from saga.planner._lookups import LookupRunner, Lookups, TurnLog
 from saga.planner._model_endpoint import MODEL_FAILURES
 
 PLANNER_NAME = "saga planner"
@@ -222,6 +222,7 @@ async def plan_with_agent(
     *,
     lookup: LookupRunner | None = None,
     situation: str | None = None,
+    on_turn: Callable[[str], None] | None = None,
 ) -> PlanningResult:
     """Plan ``request`` within ``policy`` with ``actions`` (described as the catalog does);
     ``check`` finds the problems of each candidate plan. Runs in workflow code.
@@ -254,6 +255,7 @@ async def plan_with_agent(
                 history,
                 max_turns=turns,
                 run_config=RunConfig(tracing_disabled=True, workflow_name=PLANNER_NAME),
+                hooks=TurnLog(on_turn) if on_turn is not None else None,
             )
         except AgentsException as exc:  # malformed output, a refusal, no final output
             data = exc.run_data

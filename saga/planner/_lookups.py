@@ -14,7 +14,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agents import FunctionTool, RunContextWrapper
+from agents import Agent, FunctionTool, ModelResponse, RunContextWrapper, RunHooks
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
 
 LookupRunner = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """Runs one look-up ``(action, args)``; answers ``{"result": ...}`` or ``{"error": ...}``."""
@@ -77,3 +78,23 @@ class Lookups:
             on_invoke_tool=invoke,
             strict_json_schema=False,
         )
+
+
+class TurnLog(RunHooks[Any]):
+    """Tells ``sink`` what the model did on each turn: the tools it called (with their
+    arguments) and what it said, one line per model call, bounded."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+
+    async def on_llm_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
+    ) -> None:
+        parts: list[str] = []
+        for item in response.output:
+            if isinstance(item, ResponseFunctionToolCall):
+                parts.append(f"calls {item.name} {item.arguments[:200]}")
+            elif isinstance(item, ResponseOutputMessage):
+                text = "".join(getattr(c, "text", "") or "" for c in item.content)
+                parts.append(f"says {text[:300]!r}")
+        self._sink("; ".join(parts) or "(no output)")

@@ -211,6 +211,7 @@
     problems.replaceChildren(...state.problems.map((p) => el("li", { text: p })));
     problems.hidden = state.problems.length === 0;
     const notes = [
+      ...(state.turns || []).map((t, i) => `model turn ${i + 1}: ${t}`),
       ...(state.lookups || []).map(
         (l) =>
           `looked up ${l.action} ${JSON.stringify(l.args)}: ` +

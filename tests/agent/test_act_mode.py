@@ -74,6 +74,10 @@ async def test_the_agent_looks_acts_and_answers(run_worker: RunWorker) -> None:
     assert result.status == SagaStatus.COMPLETED, result
     assert result.mode == ACT and result.answer == "charged ana 12.34 EUR and told her"
     assert (result.model_calls, result.tokens) == (4, 520)
+    # Each model call, as the page and `saga watch` show it.
+    assert result.turns[0] == 'calls money__balance {"name": "ana"}'
+    assert result.turns[2] == 'calls effects__notify {"name": "told ana"}'
+    assert len(result.turns) == 4 and result.turns[3].startswith('says \'{"done": true')
     assert [(s.id, s.action, s.status) for s in result.steps] == [
         ("call-1", "money.charge", StepStatus.SUCCEEDED),
         ("call-2", "effects.notify", StepStatus.SUCCEEDED),

@@ -72,6 +72,8 @@ async def test_the_planner_looks_up_before_it_plans(run_worker: RunWorker) -> No
     (seen,) = tool_outputs(model, 1)
     assert seen["lookup"] == "money.balance"
     assert seen["result"]["balance"] == 1234 and seen["result"]["name"] == "ana"
+    assert result.turns[0] == 'calls money__balance {"name": "ana"}'
+    assert len(result.turns) == 2 and result.turns[1].startswith('says \'{"steps"')
     (record,) = result.lookups
     assert (record.id, record.action, record.args) == ("lookup:1", "money.balance", {"name": "ana"})
     assert record.result is not None and record.result["balance"] == 1234

@@ -183,6 +183,9 @@ async def test_act_mode_saga_shows_its_calls_and_the_answer(
         "the agent's answer: offline planner (no OPENAI_API_KEY): did effects.apply, effects.notify"
     )
     await expect(page.locator("#planner")).to_contain_text("acted by offline planner")
+    await expect(page.locator("#plan-notes")).to_contain_text(
+        'model turn 1: calls effects__apply {"name": "a"}'
+    )
     await shot(page, "web-act-mode.png")
 
 
