@@ -10,7 +10,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Table, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from saga._codec import PayloadKeys, is_sealed, seal, unseal
@@ -218,6 +229,10 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=300)
 
 
+MIGRATION_LOCK = 0x5A6A_1ED6
+"""The PostgreSQL advisory lock the ledger's migrations take (any constant of ours)."""
+
+
 def migrate(engine: Engine) -> None:
     """Bring the ledger schema to the newest Alembic revision."""
     from alembic import command
@@ -226,5 +241,10 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "_migrations"))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting at once on a new database: one migrates, the others wait
+            # for its commit and then find the schema at head (the lock ends with the
+            # transaction). Without it they created the same tables at the same time.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -335,3 +335,33 @@ def test_a_compensated_round_is_not_claimed_again(ledger: Ledger) -> None:
     second = ledger.begin_compensation("q/a", 2)
     assert second is not None and not second.done and second.failures == 0
     assert ledger.begin_compensation("q/none", 1) is None
+
+
+def test_workers_starting_at_once_migrate_a_new_postgres_ledger_without_a_clash() -> None:
+    # Seen in the chaos test: two `saga worker` processes started together on a new
+    # PostgreSQL ledger; one died with "duplicate key value violates unique constraint
+    # pg_type_typname_nsp_index" (both creating the same tables at once).
+    import threading
+
+    with pg_database("saga_ledger_race") as url:
+        errors: list[BaseException] = []
+        ready = threading.Barrier(6)
+
+        def start() -> None:
+            ready.wait()
+            try:
+                Ledger(url).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        ledger = Ledger(url)
+        try:
+            assert ledger.sagas() == []  # one schema, at the newest revision
+        finally:
+            ledger.close()

@@ -39,6 +39,7 @@ def _summary(result: SagaResult) -> str:
 
 
 async def run_demo(client: Client, settings: Settings, console: Console) -> int:
+    from saga._outcome import agent_lines
     from saga._redact import mask_text
     from saga.cli._render import masked, render
 
@@ -137,10 +138,8 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
         result = await wait_saga(client, sid)
         console.rule(title)
         console.print(f"request: {mask_text(request)!r}")
-        for look in result.lookups:
-            console.print(f"looked up {look.action} {look.args}: {'error' if look.error else 'ok'}")
-        console.print(f"answer: {mask_text(result.answer or '')}")
-        console.print(f"model: {result.model_calls} call(s), {result.tokens} token(s)")
+        for line in agent_lines(masked(result)):
+            console.print(line, markup=False, highlight=False)
         await show(title, result, expected)
     mail = settings.data_dir / "mail"
     console.rule("done")
