@@ -35,6 +35,19 @@ with workflow.unsafe.imports_passed_through():
     from saga._policy import Policy, needs_approval, plan_hash
 
 
+async def check_on_worker(raw: Any, policy: Policy, *, planned: bool = False) -> CheckedPlan:
+    """A worker's check of ``raw`` (None: what it can do) within ``policy``, as the local
+    activity ``saga_check_plan``, recorded in history; ``planned``: a planner's candidate
+    (see :class:`CheckInput`)."""
+    answer: CheckedPlan = await workflow.execute_local_activity(
+        CHECK_PLAN,
+        CheckInput(plan=raw, policy=policy, planned=planned),
+        start_to_close_timeout=timedelta(seconds=10),
+        result_type=CheckedPlan,
+    )
+    return answer
+
+
 class ApprovalGate:
     """Holds a checked plan until a person decides, if the policy asks for that."""
 
@@ -48,15 +61,8 @@ class ApprovalGate:
     """The worker's answer: must a person approve the plan?"""
 
     async def _check(self, raw: Any, *, planned: bool = False) -> CheckedPlan:
-        """The worker's check of ``raw`` (None: what it can do), recorded in history;
-        ``planned``: a planner's candidate (see :class:`CheckInput`)."""
-        answer: CheckedPlan = await workflow.execute_local_activity(
-            CHECK_PLAN,
-            CheckInput(plan=raw, policy=self._input.policy, planned=planned),
-            start_to_close_timeout=timedelta(seconds=10),
-            result_type=CheckedPlan,
-        )
-        return answer
+        """The worker's check of ``raw`` against the starter's policy."""
+        return await check_on_worker(raw, self._input.policy, planned=planned)
 
     async def _approved(self, plan: Plan) -> Plan | None:
         """``plan`` as a person approved it (maybe edited), if the policy asks for that."""

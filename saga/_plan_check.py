@@ -14,7 +14,7 @@ from saga._catalog import Catalog
 from saga._errors import PlanRejected, PolicyBreached
 from saga._models import CheckedPlan, CheckInput, WorkerCapabilities
 from saga._plan import check_plan, step_specs
-from saga._policy import Policy, needs_approval, stricter
+from saga._policy import Policy, needs_approval, risky_steps, stricter
 
 CHECK_PLAN = "saga_check_plan"
 """Registered on every worker (a local activity): the plan checked there, see CheckedPlan."""
@@ -44,10 +44,6 @@ def answer_check(inp: CheckInput, cat: Catalog, caps: WorkerCapabilities) -> Che
         return answer
     answer.plan = plan
     answer.specs = step_specs(plan, cat)
+    answer.risky = risky_steps(plan, policy, cat)
     answer.needs_approval = needs_approval(plan, policy, cat)
-    answer.risky = [
-        s.id
-        for s in plan.steps
-        if needs_approval(plan.model_copy(update={"steps": [s]}), policy, cat)
-    ]
     return answer

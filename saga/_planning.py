@@ -131,9 +131,9 @@ class Planning(ApprovalGate):
         spec = checked.specs.get("lookup")
         if checked.plan is None or spec is None:
             record.error = "; ".join(checked.problems) or "refused"
-        elif spec.kind is not ActionKind.READ_ONLY:
+            return {"error": f"refused: {record.error}"}
+        if spec.kind is not ActionKind.READ_ONLY:
             record.error = f"{action} is not a look-up: it changes something"
-        if record.error is not None or checked.plan is None or spec is None:
             return {"error": f"refused: {record.error}"}
         spec = spec.model_copy(update={"step_id": record.id})
         record.args = checked.plan.steps[0].args

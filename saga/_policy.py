@@ -158,23 +158,33 @@ def check_policy(plan: Plan, policy: Policy, catalog: Catalog) -> list[str]:
     return problems
 
 
-def needs_approval(plan: Plan, policy: Policy, catalog: Catalog) -> bool:
+def risky_steps(plan: Plan, policy: Policy, catalog: Catalog) -> list[str]:
+    """The ids of the steps that, each on its own, the policy wants a person to approve:
+    every step under ``always``; under ``risky`` a pivot, an unknown action, money that
+    cannot be read, or an amount over the threshold."""
     if policy.approval is ApprovalMode.ALWAYS:
-        return True
+        return [step.id for step in plan.steps]
     if policy.approval is ApprovalMode.NEVER:
-        return False
+        return []
     threshold = policy.approval_threshold
+    risky: list[str] = []
     for step in plan.steps:
         spec = catalog.get(step.action)
         if spec is None or spec.kind is ActionKind.PIVOT:
-            return True
+            risky.append(step.id)
+            continue
         try:
             amounts, _ = _money(step, catalog)
         except PolicyViolation:
-            return True  # what cannot be read is shown to a person
+            risky.append(step.id)  # what cannot be read is shown to a person
+            continue
         if threshold is not None and any(amount > threshold for amount in amounts):
-            return True
-    return False
+            risky.append(step.id)
+    return risky
+
+
+def needs_approval(plan: Plan, policy: Policy, catalog: Catalog) -> bool:
+    return policy.approval is ApprovalMode.ALWAYS or bool(risky_steps(plan, policy, catalog))
 
 
 def plan_hash(plan: Plan) -> str:

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from agents import FunctionTool
-from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from saga._approval import check_on_worker
 from saga._compensations import Compensations, finish
-from saga._models import CheckedPlan, CheckInput, StepSpec
-from saga._plan_check import CHECK_PLAN
+from saga._models import CheckedPlan, StepSpec
 from saga._policy import Policy
 from saga._step_header import business_failure, cause_text, start_compensation, start_forward
 from saga.planner._act import write_tool
@@ -43,17 +41,6 @@ from saga.planner._act import write_tool
 
 class CompensationFailed(ApplicationError):
     """Undoing a step failed after its retries: the world is not fully undone."""
-
-
-async def check_on_worker(raw: Any, policy: Policy, *, planned: bool = False) -> CheckedPlan:
-    """A worker's check of ``raw`` (None: what it can do), as a local activity."""
-    answer: CheckedPlan = await workflow.execute_local_activity(
-        CHECK_PLAN,
-        CheckInput(plan=raw, policy=policy, planned=planned),
-        start_to_close_timeout=timedelta(seconds=10),
-        result_type=CheckedPlan,
-    )
-    return answer
 
 
 @dataclass

@@ -12,7 +12,6 @@ is undone). Whatever the model says, nothing outside the catalog or the policy r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +22,6 @@ from agents import (
     FunctionTool,
     MaxTurnsExceeded,
     RunConfig,
-    RunContextWrapper,
     Runner,
 )
 from agents.run import AgentRunner, get_default_agent_runner
@@ -31,16 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.exceptions import ActivityError
 
 from saga._policy import Policy
-from saga.planner._agent import (
-    CATALOG_CLOSE,
-    CATALOG_OPEN,
-    POLICY_CLOSE,
-    POLICY_OPEN,
-    _label,
-    model_call_failure,
-    tokens_of,
-)
-from saga.planner._lookups import MAX_ANSWER_CHARS, LookupRunner, Lookups, TurnLog, tool_name
+from saga.planner._agent import _label, model_call_failure, planner_instructions, tokens_of
+from saga.planner._lookups import LookupRunner, Lookups, TurnLog, catalog_tool
 
 ACTOR_NAME = "saga actor"
 WriteRunner = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -89,40 +79,14 @@ Rules:
 """
 
 
-def act_instructions(policy: Policy, actions: list[dict[str, Any]]) -> str:
-    catalog_json = json.dumps({"actions": actions}, indent=1, sort_keys=True)
-    limits = json.dumps(policy.model_dump(mode="json"), indent=1, sort_keys=True)
-    return (
-        f"{ACT_RULES}\nThe catalog:\n{CATALOG_OPEN}\n{catalog_json}\n{CATALOG_CLOSE}\n"
-        f"\nThe policy:\n{POLICY_OPEN}\n{limits}\n{POLICY_CLOSE}\n"
-    )
-
-
 def write_tool(described: dict[str, Any], write: WriteRunner) -> FunctionTool:
     """The catalog action ``described`` (a write) as a tool whose calls are saga steps."""
     action = str(described["action"])
 
-    async def invoke(_ctx: RunContextWrapper[Any], args_json: str) -> str:
-        try:
-            args = json.loads(args_json) if args_json.strip() else {}
-        except json.JSONDecodeError as exc:
-            answer: dict[str, Any] = {"error": f"arguments are not JSON ({exc.msg})"}
-        else:
-            if isinstance(args, dict):
-                answer = await write(action, args)
-            else:
-                answer = {"error": "arguments must be a JSON object"}
-        text = json.dumps({"action": action, **answer}, sort_keys=True, default=str)
-        return text[:MAX_ANSWER_CHARS]
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        return await write(action, args)
 
-    kind = described.get("kind")
-    return FunctionTool(
-        name=tool_name(action),
-        description=f"{kind} step: {described.get('description', '')}",
-        params_json_schema=described.get("args_schema") or {"type": "object"},
-        on_invoke_tool=invoke,
-        strict_json_schema=False,
-    )
+    return catalog_tool(described, f"{described.get('kind')} step", "action", run)
 
 
 async def act_with_agent(
@@ -144,7 +108,7 @@ async def act_with_agent(
     writes = [write_tool(a, write) for a in actions if a.get("kind") != "read_only"]
     agent = Agent[None](
         name=ACTOR_NAME,
-        instructions=act_instructions(policy, actions),
+        instructions=planner_instructions(policy, actions, ACT_RULES),
         tools=[*lookups.tools, *writes],
         output_type=AgentOutputSchema(ActOutput, strict_json_schema=True),
     )

@@ -136,14 +136,14 @@ Rules:
 """
 
 
-def planner_instructions(policy: Policy, actions: list[dict[str, Any]]) -> str:
-    """System instructions: the rules, the catalog (``actions``, each as
-    :meth:`~saga._catalog.ActionSpec.describe` gives it, see
+def planner_instructions(policy: Policy, actions: list[dict[str, Any]], rules: str = RULES) -> str:
+    """System instructions: the ``rules`` (the planner's, or act mode's), the catalog
+    (``actions``, each as :meth:`~saga._catalog.ActionSpec.describe` gives it, see
     :func:`saga._plan_check.planner_catalog`) and the policy."""
     catalog_json = json.dumps({"actions": actions}, indent=1, sort_keys=True)
     limits = json.dumps(policy.model_dump(mode="json"), indent=1, sort_keys=True)
     return (
-        f"{RULES}\nThe catalog:\n{CATALOG_OPEN}\n{catalog_json}\n{CATALOG_CLOSE}\n"
+        f"{rules}\nThe catalog:\n{CATALOG_OPEN}\n{catalog_json}\n{CATALOG_CLOSE}\n"
         f"\nThe policy:\n{POLICY_OPEN}\n{limits}\n{POLICY_CLOSE}\n"
     )
 

@@ -29,13 +29,46 @@ def tool_name(action: str) -> str:
     return action.replace(".", "__")
 
 
-def _answer(action: str, answer: dict[str, Any]) -> str:
-    text = json.dumps({"lookup": action, **answer}, sort_keys=True, default=str)
+def answer_text(key: str, action: str, answer: dict[str, Any]) -> str:
+    """What the model reads of one tool call: ``{key: action, **answer}`` as JSON, cut to
+    :data:`MAX_ANSWER_CHARS` as valid JSON (``truncated`` and the start of the text)."""
+    text = json.dumps({key: action, **answer}, sort_keys=True, default=str)
     if len(text) > MAX_ANSWER_CHARS:
-        text = json.dumps(
-            {"lookup": action, "truncated": True, "text": text[: MAX_ANSWER_CHARS - 100]}
-        )
+        text = json.dumps({key: action, "truncated": True, "text": text[: MAX_ANSWER_CHARS - 100]})
     return text
+
+
+def catalog_tool(
+    described: dict[str, Any],
+    description: str,
+    key: str,
+    run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    refusal: Callable[[], str | None] = lambda: None,
+) -> FunctionTool:
+    """The catalog action ``described`` as a tool: its arguments (a JSON object, else an
+    error for the model) go to ``run``, whose answer the model reads as
+    :func:`answer_text` under ``key``. ``refusal``, asked first, may refuse the call."""
+    action = str(described["action"])
+
+    async def invoke(_ctx: RunContextWrapper[Any], args_json: str) -> str:
+        refused = refusal()
+        if refused is not None:
+            return answer_text(key, action, {"error": refused})
+        try:
+            args = json.loads(args_json) if args_json.strip() else {}
+        except json.JSONDecodeError as exc:
+            return answer_text(key, action, {"error": f"arguments are not JSON ({exc.msg})"})
+        if not isinstance(args, dict):
+            return answer_text(key, action, {"error": "arguments must be a JSON object"})
+        return answer_text(key, action, await run(args))
+
+    return FunctionTool(
+        name=tool_name(action),
+        description=f"{description}: {described.get('description', '')}",
+        params_json_schema=described.get("args_schema") or {"type": "object"},
+        on_invoke_tool=invoke,
+        strict_json_schema=False,
+    )
 
 
 class Lookups:
@@ -47,37 +80,29 @@ class Lookups:
         self.budget = budget
         self.calls = 0
         self.tools: list[FunctionTool] = [
-            self._tool(a) for a in actions if a.get("kind") == "read_only" and budget > 0
+            catalog_tool(a, "Look-up (changes nothing)", "lookup", self._runner(a), self._spent)
+            for a in actions
+            if a.get("kind") == "read_only" and budget > 0
         ]
 
-    def _tool(self, described: dict[str, Any]) -> FunctionTool:
+    def _spent(self) -> str | None:
+        if self.calls < self.budget:
+            return None
+        return (
+            f"refused: the policy allows {self.budget} look-up(s) and they are spent; "
+            "return your plan now"
+        )
+
+    def _runner(
+        self, described: dict[str, Any]
+    ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         action = str(described["action"])
 
-        async def invoke(_ctx: RunContextWrapper[Any], args_json: str) -> str:
-            if self.calls >= self.budget:
-                return _answer(
-                    action,
-                    {
-                        "error": f"refused: the policy allows {self.budget} look-up(s) and "
-                        "they are spent; return your plan now"
-                    },
-                )
-            try:
-                args = json.loads(args_json) if args_json.strip() else {}
-            except json.JSONDecodeError as exc:
-                return _answer(action, {"error": f"arguments are not JSON ({exc.msg})"})
-            if not isinstance(args, dict):
-                return _answer(action, {"error": "arguments must be a JSON object"})
+        async def run(args: dict[str, Any]) -> dict[str, Any]:
             self.calls += 1
-            return _answer(action, await self._run(action, args))
+            return await self._run(action, args)
 
-        return FunctionTool(
-            name=tool_name(action),
-            description=f"Look-up (changes nothing): {described.get('description', '')}",
-            params_json_schema=described.get("args_schema") or {"type": "object"},
-            on_invoke_tool=invoke,
-            strict_json_schema=False,
-        )
+        return run
 
 
 class TurnLog(RunHooks[Any]):

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+PAYMENT_METHOD = re.compile(r"\bpm_[A-Za-z0-9_]+")
+"""A payment method id in a request: a card number the edge tokenized."""
 ALTERNATIVE = re.compile(r"\bor\s+(?P<alt>[a-z0-9-]+)(?:\s+ones?)?\b", re.IGNORECASE)
 
 
@@ -91,6 +93,7 @@ def adjusted(
         for customer in _result(answer).get("customers") or []
         for card in customer.get("cards") or []
     ]
+    given = PAYMENT_METHOD.search(request)  # a card the request gave wins over a saved one
     writes: list[Call] = []
     chosen: dict[str, tuple[str, int]] = {}  # the sku asked for -> reserved, how many
     for step in steps:
@@ -110,7 +113,6 @@ def adjusted(
                 if price:
                     args["amount"] = quantity * int(price)
                 args["description"] = str(args.get("description", "")).replace(asked, got)
-            given = re.search(r"\bpm_[A-Za-z0-9_]+", request)  # a card the edge tokenized
             if cards and cards[0] and not given:  # the customer's saved card, not a test one
                 args.pop("card_number", None)
                 args["payment_method"] = cards[0]

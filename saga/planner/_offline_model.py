@@ -50,7 +50,7 @@ from saga.planner._agent import (
     POLICY_OPEN,
 )
 from saga.planner._lookups import tool_name
-from saga.planner._offline_act import ALTERNATIVE, Call, next_turn
+from saga.planner._offline_act import ALTERNATIVE, PAYMENT_METHOD, Call, next_turn
 
 ACTOR_OPENING = "You are the agent of a saga engine."
 """How the act-mode agent's instructions begin (saga.planner._act.ACT_RULES)."""
@@ -85,7 +85,6 @@ _ORDER = re.compile(
     r"|nine|ten)\s+(?P<item>[a-z0-9][a-z0-9 -]*?)\s+for\s+(?P<email>" + _EMAIL + ")",
     re.IGNORECASE,
 )
-_PAYMENT_METHOD = re.compile(r"\bpm_[A-Za-z0-9_]+")
 _TICKET = re.compile(r"\b(?:open|create|file|raise|log)\b.*?\bticket\b", re.IGNORECASE)
 _TICKET_ABOUT = re.compile(
     r"\bticket\s+(?:for|about|on|regarding)\s+(?:the\s+|an?\s+)?(?P<what>.+?)"
@@ -176,7 +175,7 @@ def _plan_order(
             "description": f"{quantity} x {sku}",
             **_by_meaning(props, email=email),
         }
-        given = _PAYMENT_METHOD.search(request)  # a card number the edge tokenized
+        given = PAYMENT_METHOD.search(request)  # a card number the edge tokenized
         if given and "payment_method" in props:
             args["payment_method"] = given.group(0)
         elif "card_number" in props:
