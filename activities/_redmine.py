@@ -15,9 +15,6 @@ from temporalio.exceptions import ApplicationError
 from saga import Settings
 
 HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-CREATE_TIMEOUT = httpx.Timeout(45.0, connect=5.0)
-"""Creating waits longer than other calls: giving up on a create that Redmine is still
-processing is what makes a retry race it (the activity's own timeout is 60 s)."""
 SEARCH_LIMIT = 100
 READ_TRIES = 5
 

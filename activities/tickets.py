@@ -17,12 +17,16 @@ second one.
 A look-up cannot see a create that Redmine is still processing (an earlier attempt gave
 up waiting, or its worker died mid-request), so after creating or adopting, every
 attempt settles: of all the issues carrying the step's marker it keeps the oldest and
-removes the others. The create waits long for Redmine's answer (``CREATE_TIMEOUT``) so
-that a slow Redmine does not cause such a retry in the first place.
+removes the others. The create waits long for Redmine's answer
+(``Settings.redmine_create_timeout``) so that a slow Redmine does not cause such a retry
+in the first place, and marks its request as on its way until the answer comes
+(``StepContext.sending``): an undo that follows a create with no answer waits for the
+issue it may still open before it looks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -34,7 +38,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from activities._redmine import (
-    CREATE_TIMEOUT,
     SEARCH_LIMIT,
     Redmine,
     as_dict,
@@ -66,6 +69,9 @@ __all__ = [
 ]
 
 MARKER_PREFIX = "saga-key: "
+LANDING_MARGIN = 5.0
+"""Seconds a create that got no answer may land after its own time-out (Redmine may
+still be writing the issue when the client gives up)."""
 
 
 def marker(idempotency_key: str) -> str:
@@ -108,9 +114,13 @@ class TicketResult(StepResult):
 class TicketActivities:
     """Forward activities of the tickets system, bound to the Redmine client."""
 
-    def __init__(self, redmine: Redmine, default_project: str) -> None:
+    def __init__(
+        self, redmine: Redmine, default_project: str, create_timeout: float = 45.0
+    ) -> None:
         self.redmine = redmine
         self.default_project = default_project
+        self.create_timeout = httpx.Timeout(create_timeout, connect=min(create_timeout, 5.0))
+        self.lands_within = timedelta(seconds=create_timeout + LANDING_MARGIN)
 
     @property
     def configured(self) -> bool:
@@ -156,13 +166,23 @@ class TicketActivities:
             issue["priority_id"] = await self._priority_id(inp.priority)
         if inp.assignee:
             issue["assigned_to_id"] = await self._user_id(inp.assignee)
-        body = await self.redmine.call(
-            "POST", "/issues.json", json={"issue": issue}, http_timeout=CREATE_TIMEOUT
-        )
+        # Redmine may open the issue after this attempt stops waiting (it is cancelled,
+        # gives up or its worker dies): until an answer comes, the undo waits for it.
+        await step.sending(self.lands_within)
+        try:
+            body = await self.redmine.call(
+                "POST", "/issues.json", json={"issue": issue}, http_timeout=self.create_timeout
+            )
+        except (httpx.TransportError, asyncio.CancelledError):
+            raise  # no answer: the issue may still be opened
+        except BaseException:
+            await step.answered()
+            raise
         issue_id = (body or {}).get("issue", {}).get("id")
         if issue_id is None:
             raise RuntimeError("Redmine created the issue but did not say its id")
         await step.record_external_id(str(issue_id))
+        await step.answered()
         return await self._settle(step, line, str(issue_id), recorded=str(issue_id))
 
     async def _settle(
@@ -233,7 +253,9 @@ def build(settings: Settings) -> list[Callable[..., Any]]:
     """
     lookups = TicketLookups(redmine_client(settings), settings.redmine_project)
     return [
-        TicketActivities(redmine_client(settings), settings.redmine_project).create_ticket,
+        TicketActivities(
+            redmine_client(settings), settings.redmine_project, settings.redmine_create_timeout
+        ).create_ticket,
         lookups.find_open_tickets,
         lookups.list_assignable_users,
     ]

@@ -36,6 +36,7 @@ from saga._ledger_schema import (
     StepRecord,
     StepRow,
     StepSnapshot,
+    as_utc,
     elapsed,
     make_engine,
     migrate,
@@ -252,6 +253,27 @@ class Ledger:
         with self._writing(single=True) as conn:
             conn.execute(self._w.release_delivery, {"k": key, "round": round_, "attempt": attempt})
 
+    def sending(self, key: str, attempt: int, until: datetime) -> bool:
+        """Record that ``attempt`` sends a request whose effect may land until ``until``
+        even if no answer comes. False, and nothing recorded, once the step's
+        compensation began: the attempt must not send."""
+        with self._writing(single=True) as conn:
+            row = conn.execute(
+                self._w.sending, {"k": key, "attempt": attempt, "now": utcnow(), "until": until}
+            ).first()
+        return row is not None
+
+    def answered(self, key: str, attempt: int) -> None:
+        """``attempt``'s request of :meth:`sending` was answered: nothing of it is on its way."""
+        with self._writing(single=True) as conn:
+            conn.execute(self._w.answered, {"k": key, "attempt": attempt})
+
+    def in_flight_until(self, key: str) -> datetime | None:
+        """Until when a forward request of the step may still land (None: nothing on its way)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(self._w.read_in_flight, {"k": key}).scalar()
+        return as_utc(value)
+
     def record_external_id(self, key: str, external_id: str) -> None:
         """Record an external id mid-step, before the step's result is known."""
         with self._writing(single=True) as conn:
@@ -289,8 +311,10 @@ class Ledger:
                 w.begin_compensation, {"k": key, "round": round_, "now": now, "cutoff": cutoff}
             ).first()
             if row is not None:
-                failures, external_id, result = row
-                return CompensationClaim(key, failures, external_id, False, result, None, self.keys)
+                failures, external_id, result, in_flight = row
+                return CompensationClaim(
+                    key, failures, external_id, False, result, None, self.keys, as_utc(in_flight)
+                )
             done = conn.execute(w.read_compensation, {"k": key}).first()
         if done is None:
             return None

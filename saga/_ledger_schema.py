@@ -90,6 +90,11 @@ class StepRecord(Base):
     delivering_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivery_evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """What an operator needs to check that attempt (worker, message id, server...)."""
+    in_flight_attempt: Mapped[int | None] = mapped_column(Integer)
+    """The attempt whose request may still land though it never heard back (0: several
+    attempts'); cleared when that attempt is answered (``StepContext.sending``)."""
+    in_flight_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Until when that request's effect may land: the compensation waits until then."""
 
 
 STEPS = cast(Table, StepRecord.__table__)
@@ -137,6 +142,8 @@ class CompensationClaim:
     sealed_result: Any
     sealed_compensation_result: Any
     keys: PayloadKeys | None
+    in_flight_until: datetime | None = None
+    """A forward request whose effect may still land until then (see ``StepContext.sending``)."""
 
     def result(self) -> dict[str, Any] | None:
         value: dict[str, Any] | None = open_json(self.keys, self.sealed_result, "result", self.key)
@@ -149,7 +156,7 @@ class CompensationClaim:
         return value
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without their UTC zone."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -174,7 +181,7 @@ def snapshot(row: Any, keys: PayloadKeys | None) -> StepSnapshot:
         compensation_failures=row.compensation_failures,
         delivery_round=row.delivery_round,
         delivering_attempt=row.delivering_attempt,
-        delivering_since=_utc(row.delivering_since),
+        delivering_since=as_utc(row.delivering_since),
         delivery_evidence=row.delivery_evidence,
     )
 

@@ -102,6 +102,35 @@ class Writes:
             .returning(s.c.idempotency_key)
         )
         self.note_delivery = update(s).where(by_key).values(**delivery)
+        # A request that may land unanswered: the latest deadline wins; a second attempt
+        # sending while an earlier one's request may still land makes it "several" (0),
+        # which only time clears. Refused once the compensation began.
+        earlier_in_flight = and_(
+            s.c.in_flight_attempt.is_not(None),
+            s.c.in_flight_attempt != bindparam("attempt"),
+            s.c.in_flight_until > bindparam("now"),
+        )
+        self.sending = (
+            update(s)
+            .where(by_key, s.c.compensation_status == "none")
+            .values(
+                in_flight_attempt=case((earlier_in_flight, 0), else_=bindparam("attempt")),
+                in_flight_until=case(
+                    (
+                        and_(earlier_in_flight, s.c.in_flight_until > bindparam("until")),
+                        s.c.in_flight_until,
+                    ),
+                    else_=bindparam("until"),
+                ),
+            )
+            .returning(s.c.idempotency_key)
+        )
+        self.answered = (
+            update(s)
+            .where(by_key, s.c.in_flight_attempt == bindparam("attempt"))
+            .values(in_flight_attempt=None, in_flight_until=None)
+        )
+        self.read_in_flight = select(s.c.in_flight_until).where(by_key)
         self.release_delivery = (
             update(s)
             .where(
@@ -163,7 +192,7 @@ class Writes:
                 compensation_round=bindparam("round"),
                 compensation_started_at=bindparam("now"),
             )
-            .returning(s.c.compensation_failures, s.c.external_id, s.c.result)
+            .returning(s.c.compensation_failures, s.c.external_id, s.c.result, s.c.in_flight_until)
         )
         self.read_compensation = select(
             s.c.compensation_status,

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     redmine_url: str | None = Field(None, description="Redmine base URL, e.g. http://host:3000.")
     redmine_api_key: str | None = Field(None, description="Redmine REST API key.")
     redmine_project: str = Field("ops", description="Redmine project identifier for tickets.")
+    redmine_create_timeout: float = Field(
+        45.0,
+        gt=0,
+        le=3600,
+        description="Seconds tickets.create waits for Redmine to open an issue; an undo "
+        "of a create that got no answer waits this long (and 5 s more) for a late issue.",
+    )
     ticket_compensation: str = Field(
         "close", description="How tickets.create is undone: `close` (with a note) or `delete`."
     )

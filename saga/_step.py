@@ -21,7 +21,7 @@ import os
 import socket
 import typing
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ from saga._catalog import Catalog, Delivery, catalog
 from saga._errors import StepAlreadyCompensated
 from saga._faults import Faults, LostResponse
 from saga._ledger import Ledger
+from saga._ledger_schema import utcnow
 from saga._models import Retry
 from saga._step_context import StepContext, _current, current_step, uncertain
 from saga._step_header import (
@@ -64,6 +65,10 @@ __all__ = [
     "idempotency_key",
     "uncertain",
 ]
+
+
+IN_FLIGHT = "InFlight"
+"""A compensation still waiting for a forward request that may land (no budget spent)."""
 
 
 def idempotency_key(saga_id: str, step_id: str) -> str:
@@ -117,7 +122,7 @@ def _lost(exc: BaseException) -> bool:
 def _counts(exc: BaseException) -> bool:
     """Whether a failed attempt spends the retry budget (a cancel the workflow asked for
     does not, nor does an attempt that stopped short of repeating a delivery)."""
-    if isinstance(exc, ApplicationError) and exc.type == DELIVERY_UNCERTAIN:
+    if isinstance(exc, ApplicationError) and exc.type in (DELIVERY_UNCERTAIN, IN_FLIGHT):
         return False
     return not isinstance(exc, asyncio.CancelledError)
 
@@ -324,6 +329,28 @@ class _StepInbound(ActivityInboundInterceptor):
         await self._ledger.call(self._ledger.finish_step, key, _dump(result), _external_id(result))
         return result
 
+    async def _until_landed(self, key: str, until: datetime, budget: timedelta | None) -> None:
+        """Wait while a forward request of the step may still land (an attempt sent it
+        and never heard back, see ``StepContext.sending``), so the compensation does not
+        look for the effect too soon, find nothing and leave a late one standing. Ends
+        early when the attempt is answered; a wait longer than this attempt's own time
+        ends it with a retryable ``InFlight`` error that spends no retry budget."""
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + max((budget or timedelta(minutes=1)).total_seconds() - 5, 1)
+        activity.logger.info(
+            "compensation of %s waits: a request of the step may land until %s", key, until
+        )
+        landing: datetime | None = until
+        while landing is not None and (left := (landing - utcnow()).total_seconds()) > 0:
+            if loop.time() >= stop:
+                raise ApplicationError(
+                    f"a request of step {key} may still land until "
+                    f"{landing.isoformat(timespec='seconds')}; waiting for it",
+                    type=IN_FLIGHT,
+                )
+            await asyncio.sleep(min(left, 1.0, max(stop - loop.time(), 0.01)))
+            landing = await self._ledger.call(self._ledger.in_flight_until, key)
+
     async def _compensate(self, step: StepHeader, input: ExecuteActivityInput) -> Any:
         info = activity.info()
         key = idempotency_key(info.workflow_id or "", step.step_id)
@@ -347,6 +374,8 @@ class _StepInbound(ActivityInboundInterceptor):
         token = _current.set(self._context(step, claim.external_id if claim else None))
         try:
             async with _heartbeating(step.heartbeat_timeout):
+                if claim is not None and claim.in_flight_until is not None:
+                    await self._until_landed(key, claim.in_flight_until, step.timeout)
                 result = await super().execute_activity(input)
         except BaseException as exc:
             gave_up = await self._failed(

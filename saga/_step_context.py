@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -78,6 +79,33 @@ class StepContext:
         (the receiver refused it), so a retry may deliver."""
         ledger = self._records()
         await ledger.call(ledger.release_delivery, self.idempotency_key, self.round, self.attempt)
+
+    async def sending(self, lands_within: timedelta) -> None:
+        """Call right before sending a request whose effect the receiver may apply even
+        if this attempt never hears back (its worker dies, it is cancelled or gives up
+        waiting), for up to ``lands_within``. Until :meth:`answered`, or that long, the
+        step's compensation waits before it looks for the effect, so it does not find
+        nothing and leave a late effect standing.
+
+        Raises a non-retryable ``StepAlreadyCompensated`` error, and nothing may be sent,
+        when the step's compensation already began (this attempt outlived its saga's
+        wait for it).
+        """
+        ledger = self._records()
+        until = datetime.now(UTC) + lands_within
+        if not await ledger.call(ledger.sending, self.idempotency_key, self.attempt, until):
+            raise ApplicationError(
+                f"step {self.step_id} of saga {self.saga_id} is being compensated; "
+                "this late attempt sends nothing",
+                type="StepAlreadyCompensated",
+                non_retryable=True,
+            )
+
+    async def answered(self) -> None:
+        """The request of :meth:`sending` was answered (with success or a refusal):
+        nothing of it is still on its way."""
+        ledger = self._records()
+        await ledger.call(ledger.answered, self.idempotency_key, self.attempt)
 
     def saga_steps(self) -> list[StepSnapshot]:
         """The steps of this saga as the ledger records them (read-only; blocking, so

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -365,3 +365,38 @@ def test_workers_starting_at_once_migrate_a_new_postgres_ledger_without_a_clash(
             assert ledger.sagas() == []  # one schema, at the newest revision
         finally:
             ledger.close()
+
+
+def test_a_request_in_flight_holds_the_undo_until_answered_or_landed(ledger: Ledger) -> None:
+    """``sending`` marks a forward request that may land unanswered; the compensation's
+    claim carries its deadline. An answer clears only the sender's own mark; a second
+    attempt sending while the first's request may still land keeps the later deadline
+    and only time clears it. Once the compensation began, no attempt may send."""
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    later = soon + timedelta(seconds=30)
+    ledger.begin_step("s/one", "s", "one", "tickets.create", 1)
+    assert ledger.in_flight_until("s/one") is None
+    assert ledger.sending("s/one", 1, soon)
+    assert ledger.in_flight_until("s/one") == soon
+    ledger.answered("s/one", 2)  # not the sender: the mark stays
+    assert ledger.in_flight_until("s/one") == soon
+    ledger.answered("s/one", 1)
+    assert ledger.in_flight_until("s/one") is None
+
+    ledger.begin_step("s/two", "s", "two", "tickets.create", 1)
+    assert ledger.sending("s/two", 1, later)
+    ledger.begin_step("s/two", "s", "two", "tickets.create", 2)
+    assert ledger.sending("s/two", 2, soon)  # attempt 1's request may still land
+    ledger.answered("s/two", 2)
+    assert ledger.in_flight_until("s/two") == later  # only time clears "several"
+    ledger.answered("s/two", 1)
+    assert ledger.in_flight_until("s/two") == later
+
+    claim = ledger.begin_compensation("s/two")
+    assert claim is not None and claim.in_flight_until == later
+    assert not ledger.sending("s/two", 3, soon)  # the undo began: a late attempt sends nothing
+    assert ledger.in_flight_until("s/two") == later
+
+    ledger.begin_step("s/three", "s", "three", "tickets.create", 1)
+    claim = ledger.begin_compensation("s/three")
+    assert claim is not None and claim.in_flight_until is None
