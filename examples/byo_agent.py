@@ -15,7 +15,15 @@ Run it on a saga worker, next to the saga workflow::
         task_queue=settings.task_queue,
     )
 
-`tests/agent/test_byo_agent.py` runs it with a scripted model.
+Or run your agent inside the saga workflow itself, in act mode: a factory gets the
+saga's tools (the catalog's look-ups and writes, each write call a compensable step) and
+the built-in instructions, and returns your agent (:func:`shop_agent`)::
+
+    worker = saga.create_worker(client, settings, ledger, agents={"shop": shop_agent})
+    # or, for `saga worker`: SAGA_AGENTS=shop=examples.byo_agent:shop_agent
+    saga start --mode act --agent shop "order 2 blue mugs for ana@example.com"
+
+`tests/agent/test_byo_agent.py` runs both with a scripted model.
 """
 
 from __future__ import annotations
@@ -25,9 +33,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agents import Agent, AgentOutputSchema, Runner, function_tool
+    from agents import Agent, AgentOutputSchema, Runner, Tool, function_tool
 
-    from saga import Policy, SagaSteps
+    from saga import ActOutput, Policy, SagaSteps
 
 
 class ShopRequest(BaseModel):
@@ -58,10 +66,23 @@ async def shipping_cost(quantity: int) -> int:
     return 500 + 100 * quantity
 
 
-INSTRUCTIONS = """\
+SHOP = """\
 You run a small shop. Do the customer's order with your tools: reserve the stock, charge
-the card (amounts in cents, shipping included), then email the customer. If something
-cannot be done, finish with ok=false and say why: everything you did is then undone."""
+the card (amounts in cents, shipping included), then email the customer."""
+INSTRUCTIONS = f"""{SHOP} If something cannot be done, finish with ok=false and say why:
+everything you did is then undone."""
+
+
+def shop_agent(tools: list[Tool], instructions: str) -> Agent[None]:
+    """The shop agent inside the saga workflow (``create_worker(agents={"shop": ...})``):
+    the saga's tools and your own, your role before the saga's rules. ``ActOutput`` lets
+    it give up (``done=false``: every step is undone); any other output means done."""
+    return Agent[None](
+        name="shop",
+        instructions=f"{SHOP}\n\n{instructions}",
+        tools=[shipping_cost, *tools],
+        output_type=AgentOutputSchema(ActOutput, strict_json_schema=True),
+    )
 
 
 @workflow.defn

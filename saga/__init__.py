@@ -57,9 +57,13 @@ if TYPE_CHECKING:
     from saga._worker import connect, create_worker, load_activities
     from saga._workflow import SagaWorkflow
     from saga.dev._devserver import DevServer, free_port, temporal_binary, test_server_binary
+    from saga.planner._act import ActOutput
+    from saga.planner._agents import AgentFactory
 
 _EXPORTS = {
     "ActionKind": "saga._catalog",
+    "ActOutput": "saga.planner._act",
+    "AgentFactory": "saga.planner._agents",
     "Amount": "saga._money",
     "Currency": "saga._money",
     "Policy": "saga._policy",
@@ -128,8 +132,10 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ActOutput",
     "ActionKind",
     "ActionSpec",
+    "AgentFactory",
     "Amount",
     "Catalog",
     "CatalogError",

@@ -48,7 +48,13 @@ class Acting(Planning):
         self._start(Plan(steps=[]))
         self._state.plan = Plan(steps=[])
         acted = await act_with_agent(
-            request, offer.policy, offer.catalog or [], self._lookup, self._write, self._turn
+            request,
+            offer.policy,
+            offer.catalog or [],
+            self._lookup,
+            self._write,
+            self._turn,
+            agent_name=self._input.agent,
         )
         self._state.planner = acted.planner
         self._count(acted.model_calls, acted.tokens)

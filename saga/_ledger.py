@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from saga._codec import PayloadKeys
 from saga._errors import StepAlreadyCompensated
+from saga._ledger_reads import LedgerReads
 from saga._ledger_schema import (
-    SAGAS,
-    STEPS,
     Base,
     CompensationClaim,
     SagaRecord,
@@ -40,8 +39,6 @@ from saga._ledger_schema import (
     elapsed,
     make_engine,
     migrate,
-    open_json,
-    open_text,
     seal_json,
     seal_text,
     snapshot,
@@ -65,7 +62,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Ledger:
+class Ledger(LedgerReads):
     """Synchronous ledger API; the activity wrapper calls it from the ledger's threads.
 
     Writes run on a connection each thread keeps (no pool checkout per write); reads
@@ -268,12 +265,6 @@ class Ledger:
         with self._writing(single=True) as conn:
             conn.execute(self._w.answered, {"k": key, "attempt": attempt})
 
-    def in_flight_until(self, key: str) -> datetime | None:
-        """Until when a forward request of the step may still land (None: nothing on its way)."""
-        with self.engine.connect() as conn:
-            value = conn.execute(self._w.read_in_flight, {"k": key}).scalar()
-        return as_utc(value)
-
     def record_external_id(self, key: str, external_id: str) -> None:
         """Record an external id mid-step, before the step's result is known."""
         with self._writing(single=True) as conn:
@@ -369,43 +360,3 @@ class Ledger:
                     "now": utcnow(),
                 },
             )
-
-    def steps(self, saga_id: str) -> list[StepSnapshot]:
-        steps = STEPS
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(steps).where(steps.c.saga_id == saga_id).order_by(steps.c.started_at)
-            ).all()
-        return [snapshot(r, self.keys) for r in rows]
-
-    def step(self, key: str) -> StepSnapshot | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(self._w.read_step, {"k": key}).first()
-        return snapshot(row, self.keys) if row is not None else None
-
-    def saga(self, saga_id: str) -> dict[str, Any] | None:
-        table = SAGAS
-        with self.engine.connect() as conn:
-            row = conn.execute(select(table).where(table.c.saga_id == saga_id)).first()
-        return self._saga_row(row) if row is not None else None
-
-    def sagas(self) -> list[dict[str, Any]]:
-        """Every saga row, oldest first (request, plan and error in the clear)."""
-        table = SAGAS
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(table).order_by(table.c.created_at)).all()
-        return [self._saga_row(r) for r in rows]
-
-    def _saga_row(self, row: Any) -> dict[str, Any]:
-        out = dict(row._mapping)
-        sid = out["saga_id"]
-        out["request"] = open_text(self.keys, out["request"], "request", sid)
-        out["plan"] = open_json(self.keys, out["plan"], "plan", sid)
-        out["error"] = open_text(self.keys, out["error"], "error", sid)
-        return out
-
-    def all_steps(self) -> list[StepSnapshot]:
-        steps = STEPS
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(steps).order_by(steps.c.started_at)).all()
-        return [snapshot(r, self.keys) for r in rows]

@@ -12,13 +12,14 @@ workflow itself for a start that went around ``start_saga``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from saga._errors import InputRejected
-from saga._models import SagaInput
+from saga._models import SagaInput, SagaMode
 
 MAX_REQUEST_BYTES = 16 * 1024
 """A request in words (UTF-8): a few pages of text, far more than a request needs."""
@@ -32,6 +33,10 @@ MAX_JSON_DEPTH = 32
 """How deeply a plan may nest (a plan, its steps, a step, its args: 4 levels)."""
 MAX_FILE_BYTES = 1024 * 1024
 """A plan or policy file, read whole before it is parsed (indentation included)."""
+
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+"""The name of an agent a worker offers (``create_worker(agents=...)``)."""
 
 
 def json_depth(value: Any) -> int:
@@ -99,6 +104,11 @@ def saga_input_problems(inp: SagaInput) -> list[str]:
             problems.append(_over("request", size, MAX_REQUEST_BYTES))
     if inp.plan is not None:
         problems += _plan_problems(inp.plan)
+    if inp.agent is not None:
+        if inp.mode is not SagaMode.ACT:
+            problems.append(f"agent {inp.agent[:40]!r}: an agent of your own needs mode act")
+        elif not AGENT_NAME.match(inp.agent):
+            problems.append(f"agent {inp.agent[:40]!r}: a name of 1-40 of a-z, 0-9, '-', '_'")
     if not problems:
         total = len(inp.model_dump_json().encode())
         if total > MAX_INPUT_BYTES:

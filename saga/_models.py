@@ -92,6 +92,11 @@ class SagaInput(BaseModel):
     request: str | None = None
     policy: Policy = Field(default_factory=Policy)
     mode: SagaMode = SagaMode.PLAN
+    agent: str | None = Field(
+        None,
+        description="Act mode: the worker's own agent of that name "
+        "(saga.create_worker(agents=...)) instead of the built-in one.",
+    )
 
 
 class WorkerCapabilities(BaseModel):

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         "settings; a comma list of them is joined (the default: the systems' forward "
         "activities, then their compensations).",
     )
+    agents: str = Field(
+        "",
+        description="Agents of your own for act mode, as `name=module:function` "
+        "(comma list), e.g. `shop=examples.byo_agent:shop_agent`; started with "
+        "`saga start --mode act --agent NAME`.",
+    )
     faults: str = Field(
         "",
         description="Test fault hooks: `action=N,...` drops the response of the first N "

@@ -42,12 +42,19 @@ from saga._ledger import Ledger
 from saga._ledger_schema import utcnow
 from saga._models import Retry
 from saga._step_context import StepContext, _current, current_step, uncertain
+from saga._step_failures import (
+    IN_FLIGHT,
+    counts,
+    given_up,
+    lost,
+    message,
+    recorded,
+    timed_out,
+)
 from saga._step_header import (
     COMPENSATE,
     DELIVERY_UNCERTAIN,
-    OUT_OF_RETRIES,
     RESEND,
-    TIMED_OUT,
     StepHeader,
     StepHeaderInbound,
     read_header,
@@ -65,10 +72,6 @@ __all__ = [
     "idempotency_key",
     "uncertain",
 ]
-
-
-IN_FLIGHT = "InFlight"
-"""A compensation still waiting for a forward request that may land (no budget spent)."""
 
 
 def idempotency_key(saga_id: str, step_id: str) -> str:
@@ -97,68 +100,6 @@ def _external_id(result: Any) -> str | None:
     if ext is None and isinstance(result, dict):
         ext = result.get("external_id")
     return None if ext is None else str(ext)
-
-
-def _message(exc: BaseException) -> str:
-    kind = exc.type if isinstance(exc, ApplicationError) and exc.type else type(exc).__name__
-    return f"{kind}: {exc}" if str(exc) else kind
-
-
-def _lost(exc: BaseException) -> bool:
-    """Whether the attempt is lost rather than failed, and so leaves the ledger as it is.
-
-    Lost: the server gave the attempt up (a time-out: the next attempt finds this one
-    still running and counts it against the retry budget if it ran out its start-to-close
-    time-out); the worker shuts down and hands the step back. A cancel the workflow asked
-    for is a failure, but one that spends no budget. (An injected lost response is a
-    failure: in the world it is a read time-out or a reset connection.)
-    """
-    if isinstance(exc, asyncio.CancelledError):
-        details = activity.cancellation_details()
-        return details is None or not details.cancel_requested
-    return False
-
-
-def _counts(exc: BaseException) -> bool:
-    """Whether a failed attempt spends the retry budget (a cancel the workflow asked for
-    does not, nor does an attempt that stopped short of repeating a delivery)."""
-    if isinstance(exc, ApplicationError) and exc.type in (DELIVERY_UNCERTAIN, IN_FLIGHT):
-        return False
-    return not isinstance(exc, asyncio.CancelledError)
-
-
-def _given_up(exc: BaseException, failures: int | None, retry: Retry) -> ApplicationError | None:
-    """The final, non-retryable error once a retryable failure used the last attempt."""
-    budget = retry.maximum_attempts
-    if failures is None or budget <= 0 or failures < budget or not _counts(exc):
-        return None
-    if isinstance(exc, ApplicationError):
-        if exc.non_retryable or exc.type in (retry.non_retryable_error_types or ()):
-            return None
-        kind = exc.type or type(exc).__name__
-    else:
-        kind = type(exc).__name__
-    return ApplicationError(
-        f"{exc} (failed {failures} times; {OUT_OF_RETRIES})", type=kind, non_retryable=True
-    )
-
-
-def _timed_out(what: str, failures: int, timeout: timedelta) -> ApplicationError:
-    return ApplicationError(
-        f"{what} timed out (start-to-close {timeout.total_seconds():g}s); "
-        f"failed {failures} times, {OUT_OF_RETRIES}",
-        type=TIMED_OUT,
-        non_retryable=True,
-    )
-
-
-def _recorded(error: str) -> ApplicationError:
-    """A failure the ledger recorded (``Kind: message``, see :func:`_message`), raised
-    again, for good."""
-    kind, sep, message = error.partition(": ")
-    if not sep or " " in kind:
-        kind, message = "", error
-    return ApplicationError(message, type=kind or None, non_retryable=True)
 
 
 @contextlib.asynccontextmanager
@@ -261,12 +202,10 @@ class _StepInbound(ActivityInboundInterceptor):
         """Record a failed attempt with ``record(*args, message, counts)`` on the ledger;
         the final error once it spent the last of the budget. A lost attempt (given up by
         the server, or handed back by a stopping worker) records nothing."""
-        if _lost(exc):
+        if lost(exc):
             return None
-        failures = await asyncio.shield(
-            self._ledger.call(record, *args, _message(exc), _counts(exc))
-        )
-        return _given_up(exc, failures, retry)
+        failures = await asyncio.shield(self._ledger.call(record, *args, message(exc), counts(exc)))
+        return given_up(exc, failures, retry)
 
     async def _forward(self, step: StepHeader, input: ExecuteActivityInput) -> Any:
         info = activity.info()
@@ -308,8 +247,8 @@ class _StepInbound(ActivityInboundInterceptor):
             if prior.status == "failed" and prior.error:
                 # The last attempt failed and its answer was lost (the server had given
                 # the attempt up meanwhile): say what it failed with.
-                raise _recorded(prior.error)
-            final = _timed_out(f"step {step.step_id}", prior.failures, step.timeout)
+                raise recorded(prior.error)
+            final = timed_out(f"step {step.step_id}", prior.failures, step.timeout)
             await ledger.call(ledger.fail_step, key, str(final), False)
             raise final
         token = _current.set(self._context(step, prior.external_id if prior else None))
@@ -361,7 +300,7 @@ class _StepInbound(ActivityInboundInterceptor):
             return claim.compensation_result()
         retry = step.retry
         if claim is not None and 0 < retry.maximum_attempts <= claim.failures:
-            final = _timed_out(f"compensation of step {step.step_id}", claim.failures, step.timeout)
+            final = timed_out(f"compensation of step {step.step_id}", claim.failures, step.timeout)
             await ledger.call(ledger.finish_compensation, key, "failed", None, str(final), False)
             raise final
         args = list(input.args)

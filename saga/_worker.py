@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from saga._systems import activity_sources
 from saga._tracing import tracing_interceptors, worker_tracing_interceptors
 from saga._workflow import RECORD_SAGA, SagaWorkflow
 from saga.planner._agent_settings import AgentSettings, agents_plugin
+from saga.planner._agents import AgentFactory, offer
 
 
 class LedgerActivities:
@@ -175,6 +176,18 @@ def load_activities(settings: Settings) -> list[Callable[..., Any]]:
     return acts
 
 
+def load_agents(settings: Settings) -> dict[str, AgentFactory]:
+    """The agents ``settings.agents`` names (``name=module:function``), imported."""
+    found: dict[str, AgentFactory] = {}
+    for part in filter(None, (p.strip() for p in settings.agents.split(","))):
+        name, _, source = part.partition("=")
+        module_name, _, func_name = source.strip().partition(":")
+        if not name.strip() or not module_name or not func_name:
+            raise SagaError(f"SAGA_AGENTS: {part!r} is not name=module:function")
+        found[name.strip()] = getattr(importlib.import_module(module_name), func_name)
+    return found
+
+
 def create_worker(
     client: Client,
     settings: Settings,
@@ -184,6 +197,7 @@ def create_worker(
     workflows: bool = True,
     agent_settings: AgentSettings | None = None,
     extra_workflows: Sequence[type] = (),
+    agents: Mapping[str, AgentFactory] | None = None,
     **worker_options: Any,
 ) -> Worker:
     """A worker for the saga workflow, the catalog's activities, the ledger and the model.
@@ -198,6 +212,11 @@ def create_worker(
     ``extra_workflows``: workflows of your own to run here too, e.g. one whose agent uses
     :class:`saga.SagaSteps` tools (they get the ledger and the plan check of this worker).
 
+    ``agents``: agents of your own by name (default: ``settings.agents``), for act-mode
+    sagas started with ``agent=<name>`` (``saga start --mode act --agent NAME``): each a
+    factory ``(tools, instructions) -> Agent`` given the saga's tools (see
+    :mod:`saga.planner._agents`). Every worker of the task queue offers the same ones.
+
     ``activities=[]`` makes a workflow-only worker: it polls no activity tasks (its saga
     outcome record runs as a local activity), so steps, compensations and model calls go
     to the queue's activity workers (``workflows=False``).
@@ -211,6 +230,7 @@ def create_worker(
         )
     if ledger.keys is None:
         ledger.keys = keys
+    offer(settings.task_queue, load_agents(settings) if agents is None else agents)
     acts = list(load_activities(settings) if activities is None else activities)
     # A compensable action this worker runs must have its undo declared.
     catalog.check_compensations(activity_name(fn) for fn in acts)

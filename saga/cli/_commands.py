@@ -44,7 +44,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         request = " ".join(args.request)
     else:
         raise UsageError("give a plan (--plan FILE) or a request in words")
-    saga_input = SagaInput(plan=plan, request=request, policy=policy, mode=mode)
+    saga_input = SagaInput(plan=plan, request=request, policy=policy, mode=mode, agent=args.agent)
     check_saga_input(saga_input)
     if plan is not None:
         check_plan(plan, catalog, policy)

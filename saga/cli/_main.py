@@ -96,6 +96,11 @@ def parser() -> argparse.ArgumentParser:
         help="plan: the planner writes the whole plan first (default); act: the agent acts "
         "step by step, each write a saga step",
     )
+    start.add_argument(
+        "--agent",
+        help="act mode: the workers' own agent of that name (create_worker(agents=...)) "
+        "instead of the built-in one",
+    )
     start.add_argument("--id", help="saga id (default: generated)")
     start.add_argument("--wait", action="store_true", help="wait for the outcome")
     start.add_argument("--json", action="store_true", help="print the typed result as JSON")

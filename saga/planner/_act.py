@@ -23,13 +23,16 @@ from agents import (
     MaxTurnsExceeded,
     RunConfig,
     Runner,
+    Tool,
 )
 from agents.run import AgentRunner, get_default_agent_runner
 from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from saga._policy import Policy
 from saga.planner._agent import _label, model_call_failure, planner_instructions, tokens_of
+from saga.planner._agents import offered
 from saga.planner._lookups import LookupRunner, Lookups, TurnLog, catalog_tool
 
 ACTOR_NAME = "saga actor"
@@ -96,9 +99,11 @@ async def act_with_agent(
     lookup: LookupRunner,
     write: WriteRunner,
     on_turn: Callable[[str], None] | None = None,
+    agent_name: str | None = None,
 ) -> ActResult:
     """Run the act-mode agent on ``request`` with ``actions`` (as the catalog describes
-    them) within ``policy.max_turns`` model calls. Runs in workflow code."""
+    them) within ``policy.max_turns`` model calls: the built-in one, or the worker's
+    agent ``agent_name`` (see ``saga.planner._agents``). Runs in workflow code."""
     if type(get_default_agent_runner()) is AgentRunner:
         return ActResult(
             error="the agent cannot run: this worker has no OpenAI Agents plugin "
@@ -106,18 +111,29 @@ async def act_with_agent(
         )
     lookups = Lookups(actions, lookup, policy.max_lookups)
     writes = [write_tool(a, write) for a in actions if a.get("kind") != "read_only"]
-    agent = Agent[None](
-        name=ACTOR_NAME,
-        instructions=planner_instructions(policy, actions, ACT_RULES),
-        tools=[*lookups.tools, *writes],
-        output_type=AgentOutputSchema(ActOutput, strict_json_schema=True),
-    )
+    tools: list[Tool] = [*lookups.tools, *writes]
+    instructions = planner_instructions(policy, actions, ACT_RULES)
+    if agent_name is None:
+        agent: Agent[Any] = Agent[None](
+            name=ACTOR_NAME,
+            instructions=instructions,
+            tools=tools,
+            output_type=AgentOutputSchema(ActOutput, strict_json_schema=True),
+        )
+    else:
+        factory = offered(workflow.info().task_queue, agent_name)
+        if factory is None:
+            return ActResult(
+                error=f"this worker offers no agent named {agent_name!r} "
+                "(saga.create_worker(..., agents={name: factory}))"
+            )
+        agent = factory(tools, instructions)
     try:
         result = await Runner.run(
             agent,
             request,
             max_turns=policy.max_turns,
-            run_config=RunConfig(tracing_disabled=True, workflow_name=ACTOR_NAME),
+            run_config=RunConfig(tracing_disabled=True, workflow_name=agent.name),
             hooks=TurnLog(on_turn) if on_turn is not None else None,
         )
     except AgentsException as exc:  # MaxTurnsExceeded, unusable output
@@ -134,7 +150,8 @@ async def act_with_agent(
     except ActivityError as exc:  # a model call failed, its retries spent
         return ActResult(error=model_call_failure(exc))
     output = result.final_output
-    assert isinstance(output, ActOutput)
+    if not isinstance(output, ActOutput):  # your agent's own output: it is done
+        output = ActOutput(done=True, answer=str(output))
     return ActResult(
         done=output.done,
         answer=output.answer[:2000],
