@@ -41,6 +41,7 @@ from saga import (
     Effect,
     Seed,
     Settings,
+    StepOptions,
     StepResult,
     SystemUnavailable,
     catalog,
@@ -185,7 +186,7 @@ class InventoryActivities:
         """Close the database connections (the worker calls it when it stops)."""
         await asyncio.to_thread(self.engine.dispose)
 
-    @compensable
+    @compensable(options=StepOptions(summary="{quantity} x {sku}"))
     @activity.defn
     async def reserve_inventory(self, inp: ReserveInput) -> ReserveResult:
         """Reserve `quantity` units of product `sku` (undone by releasing them)."""

@@ -116,7 +116,7 @@ class NotifyActivities:
         self.port = settings.smtp_port
         self.settings = settings
 
-    @pivot(delivery=Delivery.AT_MOST_ONCE)
+    @pivot(delivery=Delivery.AT_MOST_ONCE, summary="email")
     @activity.defn
     async def email_notify(self, inp: EmailInput) -> EmailResult:
         """Email someone about the saga (irreversible: goes after every undoable step)."""

@@ -160,7 +160,9 @@ class PaymentActivities:
         if self._http is not None:
             await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    @compensable(options=StepOptions(start_to_close_timeout=timedelta(minutes=2)))
+    @compensable(
+        options=StepOptions(start_to_close_timeout=timedelta(minutes=2), summary="charge {amount}")
+    )
     @activity.defn
     async def charge_payment(self, inp: ChargeInput) -> ChargeResult:
         """Charge the customer's card: create and confirm a Stripe PaymentIntent."""

@@ -140,7 +140,8 @@ class TicketActivities:
                 backoff_coefficient=2.0,
                 maximum_interval=timedelta(seconds=30),
                 maximum_attempts=10,
-            )
+            ),
+            summary="ticket: {subject}",
         )
     )
     @activity.defn

@@ -14,6 +14,8 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from saga._indexing import Indexing
+
 with workflow.unsafe.imports_passed_through():
     from saga._catalog import catalog
     from saga._errors import PlanRejected
@@ -48,7 +50,7 @@ async def check_on_worker(raw: Any, policy: Policy, *, planned: bool = False) ->
     return answer
 
 
-class ApprovalGate:
+class ApprovalGate(Indexing):
     """Holds a checked plan until a person decides, if the policy asks for that."""
 
     _state: SagaResult
@@ -62,7 +64,9 @@ class ApprovalGate:
 
     async def _check(self, raw: Any, *, planned: bool = False) -> CheckedPlan:
         """The worker's check of ``raw`` against the starter's policy."""
-        return await check_on_worker(raw, self._input.policy, planned=planned)
+        answer = await check_on_worker(raw, self._input.policy, planned=planned)
+        self._take_check(answer)
+        return answer
 
     async def _approved(self, plan: Plan) -> Plan | None:
         """``plan`` as a person approved it (maybe edited), if the policy asks for that."""

@@ -109,6 +109,8 @@ class ActionSpec:
         default_factory=lambda: DEFAULT_COMPENSATION_RETRY
     )
     builtin: bool = False
+    summary: str | None = None
+    """How a saga summary names the step (``StepOptions.summary``)."""
 
     @property
     def money(self) -> dict[str, str]:

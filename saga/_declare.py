@@ -82,6 +82,10 @@ class StepOptions:
     compensation_retry_policy: RetryPolicy = field(
         default_factory=lambda: DEFAULT_COMPENSATION_RETRY
     )
+    summary: str | None = None
+    """How a saga's one-line summary names the step: a format string over its arguments,
+    e.g. ``"{quantity} x {sku}"``; an amount reads with its currency (``25.00 EUR``).
+    Default: the action's name. Personal data is masked; it is shown and indexed."""
 
     def spec_fields(self) -> dict[str, Any]:
         """The options as :class:`ActionSpec` fields."""
@@ -92,6 +96,7 @@ class StepOptions:
             "retry_policy": self.retry_policy,
             "compensation_timeout": self.compensation_timeout,
             "compensation_retry_policy": self.compensation_retry_policy,
+            "summary": self.summary,
         }
 
 
@@ -242,6 +247,7 @@ class _Uncompensated:
         start_to_close_timeout: timedelta = ...,
         heartbeat_timeout: timedelta | None = ...,
         retry_policy: RetryPolicy = ...,
+        summary: str | None = ...,
     ) -> Callable[[F], F]: ...
 
     def __call__(

@@ -146,6 +146,14 @@ class CheckedPlan(BaseModel):
         default_factory=list,
         description="The steps that, each on its own, the policy wants a person to approve.",
     )
+    summary: str = Field("", description="What the plan does, in one line (masked).")
+    amount: int = Field(0, description="The plan's total amount, in minor units.")
+    currency: str | None = Field(None, description="Its currency (None: none or several).")
+    search_attributes: list[str] = Field(
+        default_factory=list,
+        description="The saga search attributes the server has (saga._index): the saga "
+        "indexes its status, summary, request and amount under them.",
+    )
 
 
 class SagaStatus(enum.StrEnum):
@@ -285,6 +293,13 @@ class SagaResult(BaseModel):
         description="Each re-plan after a step failed for a business reason: what failed "
         "and what the planner answered.",
     )
+    summary: str | None = Field(
+        None,
+        description="What the saga does, in one line (masked), e.g. `2 x mug-blue, "
+        "charge 25.00 EUR, email`.",
+    )
+    amount: int = Field(0, description="The plan's total amount, in minor units.")
+    currency: str | None = Field(None, description="Its currency (None: none or several).")
 
     @property
     def compensated_steps(self) -> list[StepState]:

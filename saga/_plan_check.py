@@ -15,6 +15,7 @@ from saga._errors import PlanRejected, PolicyBreached
 from saga._models import CheckedPlan, CheckInput, WorkerCapabilities
 from saga._plan import check_plan, step_specs
 from saga._policy import Policy, needs_approval, risky_steps, stricter
+from saga._summary import plan_amount, plan_summary
 
 CHECK_PLAN = "saga_check_plan"
 """Registered on every worker (a local activity): the plan checked there, see CheckedPlan."""
@@ -46,4 +47,7 @@ def answer_check(inp: CheckInput, cat: Catalog, caps: WorkerCapabilities) -> Che
     answer.specs = step_specs(plan, cat)
     answer.risky = risky_steps(plan, policy, cat)
     answer.needs_approval = needs_approval(plan, policy, cat)
+    described = [(spec, step.args) for step in plan.steps if (spec := cat.get(step.action))]
+    answer.summary = plan_summary(described)
+    answer.amount, answer.currency = plan_amount(described)
     return answer

@@ -28,6 +28,7 @@ from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
 from saga._faults import Faults
+from saga._index import Availability
 from saga._ledger import Ledger
 from saga._models import CheckedPlan, CheckInput, SagaOutcome, WorkerCapabilities
 from saga._plan_check import CHECK_PLAN, answer_check
@@ -74,8 +75,13 @@ class Capabilities:
     """
 
     def __init__(
-        self, activities: Sequence[Callable[..., Any]] | None, policy: Policy | None
+        self,
+        activities: Sequence[Callable[..., Any]] | None,
+        policy: Policy | None,
+        client: Client | None = None,
     ) -> None:
+        self._client = client
+        self._index = Availability()
         actions = None
         if activities is not None:
             # An owner may say its system is not configured (``configured`` is False).
@@ -100,7 +106,10 @@ class Capabilities:
 
     @activity.defn(name=CHECK_PLAN)
     async def check_plan(self, inp: CheckInput) -> CheckedPlan:
-        return answer_check(inp, catalog, self._caps)
+        answer = answer_check(inp, catalog, self._caps)
+        if self._client is not None:
+            answer.search_attributes = await self._index.names(self._client)
+        return answer
 
 
 def workflow_runner(settings: Settings) -> WorkflowRunner:
@@ -240,7 +249,7 @@ def create_worker(
         worker_options.setdefault("no_remote_activities", True)
     # Asked as a local activity by the workflow; a workflow-only worker cannot say which
     # actions the queue's activity workers run (None), only its own policy.
-    caps = Capabilities(acts if acts or not workflows else None, worker_policy(settings))
+    caps = Capabilities(acts if acts or not workflows else None, worker_policy(settings), client)
     acts.append(caps.worker_capabilities)
     acts.append(caps.check_plan)
     acts.append(LedgerActivities(ledger).record_saga_outcome)

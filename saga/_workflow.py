@@ -327,6 +327,7 @@ class SagaWorkflow(Acting):
         With no handler running the wait adds no command, so histories replay unchanged.
         """
         await self._uncancellable(workflow.wait_condition(workflow.all_handlers_finished))
+        self._index()
         await self._record()
 
     async def _record(self) -> None:

@@ -25,6 +25,7 @@ from saga import (
     payload_keys,
     temporal_binary,
 )
+from saga._index import server_args
 from tests import effects
 from tests.pgdb import pg_database
 
@@ -53,6 +54,7 @@ def _no_real_model_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=server_args(),
         data_converter=data_converter(SESSION_KEYS),
     ) as env:
         yield env

@@ -25,8 +25,10 @@ from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 from temporalio.client import Client
 
-from saga import PayloadKeys, Settings
+from saga import PayloadKeys, Settings, free_port, temporal_binary
+from saga._index import KEYS, registered, server_args
 from saga.cli._main import parser
+from saga.dev._devserver import DevServer
 from saga.planner._agent_settings import AgentSettings
 from saga.web.app import TOKEN_ENV, create_app
 
@@ -209,13 +211,16 @@ def test_worker_scales() -> None:
 
 
 def test_temporal_address_points_at_the_temporal_service() -> None:
-    (temporal,) = [n for n in SERVICES if image_of(n).startswith("temporalio/auto-setup:")]
+    (temporal,) = [
+        n for n in SERVICES if image_of(n).startswith("temporalio/auto-setup:") and long_running(n)
+    ]
     frontend = 7233
     assert frontend in container_ports(temporal)
     for name, key in (
         ("worker", "SAGA_TEMPORAL_ADDRESS"),
         ("web", "SAGA_TEMPORAL_ADDRESS"),
         ("temporal-ui", "TEMPORAL_ADDRESS"),
+        ("temporal-search-attributes", "TEMPORAL_ADDRESS"),
     ):
         host, _, port = environment(name)[key].rpartition(":")
         assert (host, int(port)) == (temporal, frontend), (name, key)
@@ -386,3 +391,52 @@ def test_worker_drains_within_the_stop_grace_period() -> None:
     stop = str(worker["stop_grace_period"])
     assert stop.endswith("s"), stop
     assert float(grace) + 10 <= float(stop[:-1]), (grace, stop)
+
+
+def _search_attribute_job() -> str:
+    """The one-shot job's shell script, as the container's shell gets it."""
+    svc = SERVICES["temporal-search-attributes"]
+    assert svc["entrypoint"] == ["sh", "-c"] and len(svc["command"]) == 1
+    return str(svc["command"][0]).replace("$$", "$")
+
+
+def test_search_attribute_job_registers_what_sagas_index() -> None:
+    pairs = re.search(r"for a in ([^;]+);", _search_attribute_job())
+    assert pairs is not None
+    assert pairs.group(1).split() == server_args()[1::2]
+    assert (
+        environment("temporal-search-attributes")["NAMESPACE"]
+        == (environment("worker")["SAGA_NAMESPACE"])
+    )
+    assert SERVICES["worker"]["depends_on"]["temporal-search-attributes"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+async def test_search_attribute_job_against_a_real_server(tmp_path: Path) -> None:
+    """The job, run twice on a server that has none of the attributes: all five exist,
+    and the second run leaves them as they are."""
+    server = DevServer(free_port(), tmp_path / "temporal.db", search_attributes=False)
+    await server.start()
+    try:
+        client = await Client.connect(server.address)
+        assert await registered(client) == []
+        env = {
+            **os.environ,
+            "PATH": f"{Path(temporal_binary()).parent}:{os.environ['PATH']}",
+            "NAMESPACE": "default",
+            "TEMPORAL_ADDRESS": server.address,
+        }
+        for _ in range(2):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                ["sh", "-c", _search_attribute_job()],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+        assert await registered(client) == sorted(KEYS)
+    finally:
+        server.stop()

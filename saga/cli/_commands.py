@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any
 
-from rich.table import Table
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -98,27 +97,6 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait:
         result = await follow(client, args.id, live=True)
         show(result, False)
-    return 0
-
-
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    client = await connect_client(settings)
-    rows = []
-    async for wf in client.list_workflows('WorkflowType="SagaWorkflow"', limit=args.limit):
-        rows.append(
-            {
-                "saga_id": wf.id,
-                "status": wf.status.name if wf.status else "UNKNOWN",
-                "started": wf.start_time.isoformat(),
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = Table("saga", "workflow status", "started")
-    for row in rows:
-        table.add_row(row["saga_id"], row["status"], row["started"])
-    out.print(table)
     return 0
 
 

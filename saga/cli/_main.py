@@ -20,7 +20,6 @@ from saga.cli._commands import (
     cmd_approve,
     cmd_cancel,
     cmd_catalog,
-    cmd_list,
     cmd_reconcile,
     cmd_reject,
     cmd_resolve,
@@ -29,6 +28,7 @@ from saga.cli._commands import (
     cmd_status,
     cmd_watch,
 )
+from saga.cli._list import cmd_list
 from saga.cli._loading import UsageError
 from saga.cli._render import err
 from saga.cli._serve import cmd_demo, cmd_dev, cmd_web, cmd_worker
@@ -117,6 +117,16 @@ def parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
 
     lst = sub.add_parser("list", help="list sagas, newest first")
+    lst.add_argument(
+        "--status",
+        action="append",
+        help="only sagas in this status (repeat, or a comma list): completed, compensated, "
+        "cancelled, needs_attention, awaiting_approval, rejected, running, ...",
+    )
+    lst.add_argument("--search", help="words of the request or the summary, e.g. 'blue mug'")
+    lst.add_argument(
+        "--min-amount", type=int, help="only sagas moving at least this much (minor units)"
+    )
     lst.add_argument("--limit", type=_positive, default=50)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)

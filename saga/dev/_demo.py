@@ -141,6 +141,7 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
         for line in agent_lines(masked(result)):
             console.print(line, markup=False, highlight=False)
         await show(title, result, expected)
+    await _show_list(client, run, 7, console)
     mail = settings.data_dir / "mail"
     console.rule("done")
     console.print(
@@ -148,3 +149,22 @@ async def run_demo(client: Client, settings: Settings, console: Console) -> int:
         f" (saved in {mail})"
     )
     return 1 if failures else 0
+
+
+async def _show_list(client: Client, run: str, count: int, console: Console) -> None:
+    """`saga list`: the demo's sagas by their own status, once visibility has them all."""
+    from saga._listing import list_sagas
+    from saga.cli._list import list_table
+
+    rows = []
+    for _ in range(50):  # visibility trails the sagas by moments
+        rows = [
+            r
+            for r in await list_sagas(client)
+            if run in r.saga_id and r.status is not None and r.status.final
+        ]
+        if len(rows) >= count:
+            break
+        await asyncio.sleep(0.2)
+    console.rule("8. saga list: each saga's own status, what it did, for how much")
+    console.print(list_table(rows, console.width))

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from saga._errors import SagaError
+from saga._index import server_args
 
 
 def _venv_binary(name: str) -> str:
@@ -58,10 +59,19 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10) -
 class DevServer:
     """`temporal server start-dev` as a child process, with a persistent SQLite file."""
 
-    def __init__(self, port: int, db_file: Path, *, ui_port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        db_file: Path,
+        *,
+        ui_port: int | None = None,
+        search_attributes: bool = True,
+    ) -> None:
         self.port = port
         self.db_file = db_file
         self.ui_port = ui_port
+        self.search_attributes = search_attributes
+        """Register the saga search attributes (saga._index) at start."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +94,8 @@ class DevServer:
             "error",
         ]
         args += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        if self.search_attributes:
+            args += server_args()
         # Popen returns at once; waiting for readiness below is async.
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
         async for attempt in AsyncRetrying(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from saga._errors import SagaError
+from saga._listing import SagaRow, list_sagas
 from saga._models import (
     ApprovalDecision,
     ApprovalState,
@@ -47,16 +49,12 @@ class SagaConflict(SagaError):
     """The saga is not in a state that allows the operation."""
 
 
-class SagaSummary(BaseModel):
-    """One row of the saga list."""
+class SagaSummary(SagaRow):
+    """One row of the saga list: the saga's own status, what it does, its amount."""
 
-    saga_id: str
-    execution: str = Field(description="Temporal execution status: running, completed, ...")
-    status: SagaStatus | None = Field(
-        None, description="The saga's own status, when a worker could tell."
+    took_seconds: float | None = Field(
+        None, description="From start to close (to now while it runs)."
     )
-    started_at: datetime | None = None
-    closed_at: datetime | None = None
 
 
 class SagaView(BaseModel):
@@ -113,36 +111,20 @@ class SagaService:
     def _handle(self, saga_id: str) -> WorkflowHandle[SagaWorkflow, SagaResult]:
         return self.client.get_workflow_handle_for(SagaWorkflow.run, saga_id)
 
-    async def list(self, limit: int = 50) -> list[SagaSummary]:
-        """Sagas newest first; running ones with their saga status."""
-        rows: list[SagaSummary] = []
-        async for wf in self.client.list_workflows('WorkflowType="SagaWorkflow"', limit=limit):
-            rows.append(
-                SagaSummary(
-                    saga_id=wf.id,
-                    execution=_execution(wf.status),
-                    started_at=wf.start_time,
-                    closed_at=wf.close_time,
-                )
-            )
-        rows.sort(key=lambda r: r.started_at or datetime.min, reverse=True)
-
-        gate = asyncio.Semaphore(8)
-
-        async def status_of(row: SagaSummary) -> None:
-            # Visibility lags a little: the saga itself says how far it got (closed ones
-            # are looked up once, then cached).
-            try:
-                async with gate, asyncio.timeout(3):
-                    view = await self.view(row.saga_id)
-            except Exception:  # not picked up by a worker yet, or no worker to answer
-                return
-            row.status = view.state.status
-            row.execution = view.execution
-            row.closed_at = view.closed_at
-
-        await asyncio.gather(*(status_of(r) for r in rows))
-        return rows
+    async def list(
+        self,
+        limit: int = 50,
+        *,
+        statuses: Sequence[str] = (),
+        words: str | None = None,
+        min_amount: int | None = None,
+    ) -> list[SagaSummary]:
+        """Sagas newest first, filtered by status, words and least amount (see
+        :func:`saga._listing.list_sagas`)."""
+        rows = await list_sagas(
+            self.client, statuses=statuses, words=words, min_amount=min_amount, limit=limit
+        )
+        return [SagaSummary(**r.model_dump(), took_seconds=r.took()) for r in rows]
 
     async def _describe(self, saga_id: str) -> WorkflowExecutionDescription:
         try:

@@ -52,24 +52,72 @@
   }
 
   // -- the list of sagas ----------------------------------------------------------------
+  const money = (amount, currency) => {
+    if (!amount) return "";
+    const zero = ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"];
+    const code = (currency || "").toLowerCase();
+    const text = zero.includes(code) ? String(amount) : (amount / 100).toFixed(2);
+    return (text + " " + code.toUpperCase()).trim();
+  };
+  const took = (seconds, running) => {
+    if (seconds === null || seconds === undefined) return "";
+    const s = Math.floor(seconds);
+    const text = s < 60 ? (seconds < 10 ? seconds.toFixed(1) + "s" : s + "s")
+      : s < 3600 ? `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`
+      : `${Math.floor(s / 3600)}h ${String(Math.floor(s % 3600 / 60)).padStart(2, "0")}m`;
+    return running ? text + " so far" : text;
+  };
+  let listTimer = null;
+
+  function listFilter() {
+    const form = $("#filter");
+    const params = new URLSearchParams();
+    const status = form.elements.status.value;
+    const q = form.elements.q.value.trim();
+    if (status) params.set("status", status);
+    if (q) params.set("q", q);
+    return params;
+  }
+
   async function refreshList() {
+    clearTimeout(listTimer);
+    const params = listFilter();
     try {
-      const { data } = await api("/api/sagas");
-      const rows = data.map((s) => el("tr", {},
-        el("td", {}, el("a", { href: "/sagas/" + encodeURIComponent(s.saga_id), text: s.saga_id })),
-        el("td", {}, s.status ? badge(s.status) : el("span", { className: "muted", text: "—" })),
-        el("td", {}, badge(s.execution, "x")),
+      const { data } = await api("/api/sagas" + (params.size ? "?" + params : ""));
+      const rows = data.map((s) => el("tr", { dataset: { status: s.status || s.execution } },
+        el("td", { className: "id" }, el("a", { href: "/sagas/" + encodeURIComponent(s.saga_id), text: s.saga_id })),
+        el("td", { className: "status" }, s.status ? badge(s.status) : el("span", { className: "muted", text: "(" + label(s.execution) + ")" }),
+          s.world ? el("span", { className: "world", text: s.world }) : null),
+        el("td", { className: "what", text: s.summary || s.request || "" }),
+        el("td", { className: "amount", text: money(s.amount, s.currency) }),
         el("td", { text: when(s.started_at) }),
-        el("td", { text: when(s.closed_at) }),
+        el("td", { text: took(s.took_seconds, !s.closed_at) }),
       ));
       $("#sagas tbody").replaceChildren(...rows);
-      $("#empty").hidden = data.length > 0;
+      $("#empty").hidden = data.length > 0 || params.size > 0;
+      $("#none-match").hidden = data.length > 0 || params.size === 0;
       $("#refreshed").textContent = "updated " + clock();
       showMessage("");
     } catch (err) {
       showMessage(err.message, true);
     }
-    setTimeout(refreshList, LIST_POLL_MS);
+    listTimer = setTimeout(refreshList, LIST_POLL_MS);
+  }
+
+  function startList() {
+    const form = $("#filter");
+    const given = new URLSearchParams(location.search);
+    form.elements.status.value = given.get("status") || "";
+    form.elements.q.value = given.get("q") || "";
+    const apply = (event) => {
+      if (event) event.preventDefault();
+      const params = listFilter();
+      history.replaceState(null, "", location.pathname + (params.size ? "?" + params : ""));
+      refreshList();
+    };
+    form.addEventListener("submit", apply);
+    form.elements.status.addEventListener("change", apply);
+    refreshList();
   }
 
   // -- one saga -------------------------------------------------------------------------
@@ -273,6 +321,6 @@
   }
 
   const page = document.body.dataset.page;
-  if (page === "list") refreshList();
+  if (page === "list") startList();
   if (page === "saga") startSagaPage();
 })();

@@ -211,9 +211,17 @@ def create_app(
     @app.get("/api/sagas", tags=["sagas"])
     async def list_sagas(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        status: Annotated[list[str] | None, Query(description="saga statuses")] = None,
+        q: Annotated[str | None, Query(max_length=200, description="words to find")] = None,
+        min_amount: Annotated[int | None, Query(ge=0, description="minor units")] = None,
     ) -> list[SagaSummary]:
-        """Sagas, newest first."""
-        return await (await sagas()).list(limit)
+        """Sagas, newest first: by status, words of the request or summary, least amount."""
+        try:
+            return await (await sagas()).list(
+                limit, statuses=status or [], words=q, min_amount=min_amount
+            )
+        except SagaError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     @app.get("/api/sagas/{saga_id}", tags=["sagas"])
     async def get_saga(saga_id: str) -> SagaView:
