@@ -117,6 +117,15 @@ async def test_the_list_shows_and_finds_sagas_by_their_own_status(shop: Shop) ->
     undone = await shop.run("undone", [charge(900, "cup"), apply("x", fail="before")])
     small = await shop.run("small", [charge(300, "pen")])
     client = shop.client
+    stuck = f"{shop.prefix}-stuck"  # its undo keeps failing: a person must decide
+    steps = [apply("r", revert_failures=100), apply("x", fail="before")]
+    await start_saga(client, {"steps": steps}, saga_id=stuck, task_queue=shop.settings.task_queue)
+
+    async def needs_attention() -> bool:
+        rows = await list_sagas(client, statuses=["needs_attention"], limit=500)
+        return stuck in {r.saga_id for r in rows}
+
+    await eventually(needs_attention)  # indexed while it runs, as its status changes
 
     # Visibility is eventually consistent: the rows appear within moments.
     await eventually(lambda: _all_indexed(client, [done, undone, small]))
