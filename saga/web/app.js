@@ -270,7 +270,8 @@
     if (!evidence) return null;
     const { attempt, started_at: since, worker, ended, ...rest } = evidence;
     const more = Object.entries(rest).map(([key, value]) => `${key}: ${value}`);
-    return [`attempt ${attempt} began at ${since} on ${worker}; ${ended}`, ...more].join(" · ");
+    const began = since && !Number.isNaN(Date.parse(since)) ? at(since) : since;
+    return [`attempt ${attempt} began at ${began} on ${worker}; ${ended}`, ...more].join(" · ");
   }
 
   // Notes: errors in red; what is only information (a cancelled wait) is not.
@@ -296,50 +297,54 @@
     return el("td", { className: "notes" }, ...notes.map(([text, kind]) => el("span", { className: kind, text })));
   }
 
-  function undoCell(step) {
+  // An operator's buttons sit with what they decide on: a failed undo in the undo cell,
+  // a step parked as uncertain under its status.
+  function undoButtons(step) {
+    const note = el("input", { type: "text", placeholder: "note", "aria-label": `note for ${step.id}` });
+    const retry = el("button", { type: "button", text: "Retry", dataset: { step: step.id } });
+    const resolve = el("button", { type: "button", text: "Mark resolved", dataset: { step: step.id } });
+    retry.addEventListener("click", () => act("retry", { step_id: step.id }, `retrying the undo of ${step.id}`));
+    resolve.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
+      `undo of ${step.id} marked resolved`));
+    return el("div", { className: "step-actions" }, el("div", { className: "row" }, retry, resolve), note);
+  }
+
+  function parkedButtons(step) {
+    const note = el("input", { type: "text", placeholder: "how you know", "aria-label": `note for ${step.id}` });
+    const happened = el("button", { type: "button", text: "It happened", dataset: { step: step.id } });
+    const again = el("button", { type: "button", text: "Do it again", dataset: { step: step.id } });
+    happened.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
+      `${step.id} confirmed by you; the saga goes on`));
+    again.addEventListener("click", () => act("retry", { step_id: step.id }, `${step.id} runs again`));
+    return el("div", { className: "step-actions" }, el("div", { className: "row" }, happened, again), note);
+  }
+
+  function undoCell(step, view) {
     if (step.compensation === "none") return el("td", { className: "undo" }, el("span", { className: "muted", text: "—" }));
     const cell = el("td", { className: "undo" }, el("span", { className: `badge c-${step.compensation}`, text: undoText(step) }));
     const id = undoId(step.compensation_result);
     if (id) cell.append(" ", el("code", { text: id }));
     if (step.compensation_attempts) cell.append(el("small", { text: ` ${step.compensation_attempts} attempts` }));
     if (step.compensated_at) cell.append(el("div", { className: "when", text: `at ${at(step.compensated_at)}` }));
+    if (step.compensation === "failed" && !view.closed) cell.append(undoButtons(step));
     return cell;
   }
 
   function stepRow(step, index, view) {
-    const parked = step.status === "uncertain";
-    const buttons = el("td", { className: "step-actions" });
-    if (step.compensation === "failed" && !view.closed) {
-      const note = el("input", { type: "text", placeholder: "note", "aria-label": `note for ${step.id}` });
-      const retry = el("button", { type: "button", text: "Retry", dataset: { step: step.id } });
-      const resolve = el("button", { type: "button", text: "Mark resolved", dataset: { step: step.id } });
-      retry.addEventListener("click", () => act("retry", { step_id: step.id }, `retrying the undo of ${step.id}`));
-      resolve.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
-        `undo of ${step.id} marked resolved`));
-      buttons.append(el("div", { className: "stack" }, el("div", { className: "row" }, retry, resolve), note));
-    }
-    if (parked && !view.closed) {
-      const note = el("input", { type: "text", placeholder: "how you know", "aria-label": `note for ${step.id}` });
-      const happened = el("button", { type: "button", text: "It happened", dataset: { step: step.id } });
-      const again = el("button", { type: "button", text: "Do it again", dataset: { step: step.id } });
-      happened.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
-        `${step.id} confirmed by you; the saga goes on`));
-      again.addEventListener("click", () => act("retry", { step_id: step.id }, `${step.id} runs again`));
-      buttons.append(el("div", { className: "stack narrow" }, happened, again, note));
-    }
     const shown = shownStatus(step);
     const when = el("div", { className: "when" });
     whenCells.set(step.id, [when, step]);
+    const status = el("td", { className: "status" }, el("span", { className: shown.className, text: shown.text }), when);
+    if (step.status === "uncertain" && !view.closed) status.append(parkedButtons(step));
     return el("tr", { "data-step": step.id, "data-status": step.status, "data-compensation": step.compensation },
       el("td", { text: String(index + 1) }),
       el("td", { className: "step" }, el("strong", { text: step.id })),
       el("td", { className: "action" }, el("code", { text: step.action })),
       el("td", { className: "args" }, el("code", { className: "args", text: argsText(step.args) })),
-      el("td", { className: "status" }, el("span", { className: shown.className, text: shown.text }), when),
+      status,
       el("td", { className: "ext" }, step.external_id ? el("code", { text: step.external_id }) : el("span", { className: "muted", text: "—" })),
-      undoCell(step),
+      undoCell(step, view),
       notesCell(step),
-      buttons,
     );
   }
 
