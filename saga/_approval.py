@@ -79,10 +79,14 @@ class ApprovalGate(Indexing):
             return plan
         self._state.approval = ApprovalState.PENDING
         self._state.status = SagaStatus.AWAITING_APPROVAL
+        timeout = timedelta(seconds=policy.approval_timeout_seconds)
+        try:
+            self._state.approval_deadline = workflow.now() + timeout
+        except OverflowError:  # a timeout past the year 9999: no deadline to show
+            self._state.approval_deadline = None
         try:
             await workflow.wait_condition(
-                lambda: self._state.approval is not ApprovalState.PENDING,
-                timeout=timedelta(seconds=policy.approval_timeout_seconds),
+                lambda: self._state.approval is not ApprovalState.PENDING, timeout=timeout
             )
         except builtins.TimeoutError:
             self._state.approval = ApprovalState.TIMED_OUT

@@ -243,6 +243,18 @@ class StepState(BaseModel):
     compensation_error: str | None = None
     compensation_attempts: int = 0
     operator_note: str | None = None
+    started_at: datetime | None = Field(None, description="When the step began (workflow time).")
+    ended_at: datetime | None = Field(
+        None, description="When it succeeded, failed or was cancelled (workflow time)."
+    )
+    compensation_result: dict[str, Any] | None = Field(
+        None,
+        description="What its compensation answered once it undid the step (a refund, a "
+        "release, a closed issue), as the compensation returned it.",
+    )
+    compensated_at: datetime | None = Field(
+        None, description="When its compensation finished, or an operator resolved it."
+    )
     evidence: dict[str, Any] | None = Field(
         None,
         description="For a step parked as uncertain: the attempt that may have done it "
@@ -277,6 +289,9 @@ class SagaResult(BaseModel):
     planner: str | None = Field(None, description="Which planner wrote the plan, if any.")
     approval: ApprovalState = ApprovalState.NOT_REQUIRED
     approval_note: str | None = None
+    approval_deadline: datetime | None = Field(
+        None, description="When a plan waiting for approval is rejected if nobody answers."
+    )
     lookups: list[LookupRecord] = Field(
         default_factory=list, description="What the planner looked up, in order."
     )

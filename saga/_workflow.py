@@ -213,6 +213,7 @@ class SagaWorkflow(Acting):
             self._compensations.add(step_id)  # registered before the step runs
             state.compensation = CompensationStatus.REGISTERED
         state.status = StepStatus.RUNNING
+        state.started_at = workflow.now()
         try:
             if spec.timer:
                 await workflow.sleep(timedelta(seconds=float(state.args["seconds"])))
@@ -227,8 +228,10 @@ class SagaWorkflow(Acting):
             )
             state.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
             state.error = "cancelled" if cancelled else _cause(exc)
+            state.ended_at = workflow.now()
             raise
         state.status = StepStatus.SUCCEEDED
+        state.ended_at = workflow.now()
         if isinstance(result, dict):
             state.result = result
             ext = result.get("external_id")
@@ -271,7 +274,7 @@ class SagaWorkflow(Acting):
             round_ += 1
             state.compensation = CompensationStatus.RUNNING
             try:
-                await start_compensation(spec, state.args, state.result, round_)
+                undo = await start_compensation(spec, state.args, state.result, round_)
             except ActivityError as exc:
                 state.compensation = CompensationStatus.FAILED
                 state.compensation_error = _cause(exc)
@@ -281,6 +284,8 @@ class SagaWorkflow(Acting):
                 return
             state.compensation = CompensationStatus.COMPENSATED
             state.compensation_error = None
+            state.compensation_result = undo if isinstance(undo, dict) else None
+            state.compensated_at = workflow.now()
             return
 
     async def _await_operator(self, step_id: str) -> bool:
@@ -311,6 +316,7 @@ class SagaWorkflow(Acting):
             if resolved:
                 state.compensation = CompensationStatus.RESOLVED
                 state.operator_note = note
+                state.compensated_at = workflow.now()
             if not any(
                 s.compensation == CompensationStatus.FAILED and s.id != step_id
                 for s in self._state.steps

@@ -86,6 +86,7 @@ class ApplyResult(BaseModel):
 
 class RevertResult(BaseModel):
     reverted: bool
+    revert_id: str | None = Field(None, description="The undo's own id (its call log row).")
 
 
 class NotifyInput(BaseModel):
@@ -159,8 +160,8 @@ class EffectCompensations:
                 conn.execute(insert(call_log).values(kind="noop-revert", key=key, name=name))
                 return RevertResult(reverted=False)
             conn.execute(update(effect).where(effect.c.id == row.id).values(reverted=1))
-            conn.execute(insert(call_log).values(kind="revert", key=key, name=name))
-            return RevertResult(reverted=True)
+            logged = conn.execute(insert(call_log).values(kind="revert", key=key, name=name))
+            return RevertResult(reverted=True, revert_id=f"rev-{logged.inserted_primary_key[0]}")
 
 
 class EffectActivities:

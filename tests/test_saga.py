@@ -144,6 +144,22 @@ async def test_step_that_took_effect_then_failed_is_compensated(
         assert "timed out" in (result.error or "")
 
 
+async def test_steps_record_when_they_ran_and_what_their_undo_answered(stack: Stack) -> None:
+    sid = unique()
+    result = await run_plan(stack, {"steps": [step("a"), step("b", fail="after")]}, sid)
+    assert result.status == SagaStatus.COMPENSATED
+    reverts = [e for e in effects.log_of(stack.effects, sid) if e[0] == "revert"]
+    assert len(reverts) == 2
+    for state in result.steps:
+        assert state.started_at and state.ended_at and state.compensated_at
+        assert state.started_at <= state.ended_at <= state.compensated_at
+        undo = state.compensation_result
+        assert undo is not None and undo["reverted"] is True
+        assert str(undo["revert_id"]).startswith("rev-")
+    assert result.steps[0].compensation_result != result.steps[1].compensation_result
+    assert result.approval_deadline is None  # no approval asked
+
+
 async def test_transient_errors_retry_without_duplicating(stack: Stack) -> None:
     sid = unique()
     result = await run_plan(stack, {"steps": [step("a", transient_failures=2)]}, sid)

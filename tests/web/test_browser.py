@@ -7,85 +7,13 @@ without them the tests fail: a browser test that is not run proves nothing.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-import uvicorn
-from playwright import async_api as playwright_api
-
-from saga import SagaInput, SagaWorkflow, free_port
+from saga import SagaInput, SagaWorkflow
 from tests import effects
-from tests.conftest import ARTIFACTS, Stack, unique
-from tests.web import CARD, TOKEN, apply, deliver, start, wait, web_app
-
-expect = playwright_api.expect
-
-CHROMIUM = os.environ.get("SAGA_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _chromium_installed() -> None:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: apt-get install chromium"
-
-
-@pytest.fixture
-async def base_url(stack: Stack) -> AsyncIterator[str]:
-    """`saga web` on a free port, served by uvicorn in the test's event loop."""
-    port = free_port()
-    config = uvicorn.Config(
-        web_app(stack), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
-@pytest.fixture
-async def page(base_url: str) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await context.new_page()
-        page.set_default_timeout(30_000)
-        expect.set_options(timeout=30_000)
-        page.on("dialog", lambda dialog: dialog.accept())
-        yield page
-        await browser.close()
-
-
-async def open_saga(page: Any, base_url: str, sid: str) -> None:
-    """Log in through the login form, as an operator does, and land on the saga."""
-    await page.goto(f"{base_url}/sagas/{sid}")
-    await page.fill("#token", TOKEN)
-    await page.click("button[type=submit]")
-    await expect(page.locator("#saga-id")).to_have_text(sid)
-
-
-def row(page: Any, step_id: str) -> Any:
-    return page.locator(f'#steps tr[data-step="{step_id}"]')
-
-
-async def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+from tests.conftest import Stack, unique
+from tests.web import CARD, TOKEN, apply, deliver, start, wait
+from tests.web.browser import expect, open_saga, row, shot
 
 
 async def test_cancel_a_running_saga(page: Any, base_url: str, stack: Stack) -> None:
@@ -128,7 +56,8 @@ async def test_cancel_a_running_saga(page: Any, base_url: str, stack: Stack) -> 
     await expect(row(page, "send-receipt")).to_have_attribute("data-status", "skipped")
 
     log = await page.locator("#log").inner_text()
-    assert log.index("step charge-card compensation") < log.index("step reserve-room compensation")
+    undone = log.index("step charge-card: being undone")
+    assert undone < log.index("step reserve-room: being undone")
     assert effects.log_of(stack.effects, sid)[-2:] == [
         ("revert", "charge-card"),
         ("revert", "reserve-room"),
