@@ -25,6 +25,7 @@ from saga._models import SagaStatus
 from saga._summary import money_text
 
 _WORD = re.compile(r"[\w@.+-]+")
+MAX_WORDS = 8
 
 
 WORLD = {
@@ -82,8 +83,9 @@ class SagaRow(BaseModel):
 def list_query(
     statuses: Sequence[str] = (), words: str | None = None, min_amount: int | None = None
 ) -> str:
-    """The visibility query for the filters; a status must be a saga status, and only the
-    words' letters, digits and ``@.+-`` are searched."""
+    """The visibility query for the filters: any of the statuses (each a saga status),
+    every word (letters, digits and ``@.+-``; at most 8) in the request or the summary,
+    and the least amount."""
     parts = ['WorkflowType="SagaWorkflow"']
     if statuses:
         known = {s.value for s in SagaStatus}
@@ -91,10 +93,8 @@ def list_query(
         if bad:
             raise SagaError(f"unknown status {bad[0]!r}; one of: {', '.join(sorted(known))}")
         parts.append("(" + " OR ".join(f'SagaStatus="{s}"' for s in statuses) + ")")
-    if words:
-        found = " ".join(_WORD.findall(words))
-        if found:
-            parts.append(f'(SagaRequest="{found}" OR SagaSummary="{found}")')
+    for word in _WORD.findall(words or "")[:MAX_WORDS]:  # every word, in either
+        parts.append(f'(SagaRequest="{word}" OR SagaSummary="{word}")')
     if min_amount is not None:
         parts.append(f"SagaAmount >= {int(min_amount)}")
     return " AND ".join(parts)

@@ -80,8 +80,9 @@ def test_the_query_takes_only_known_statuses_and_plain_words() -> None:
     assert list_query() == 'WorkflowType="SagaWorkflow"'
     assert list_query(["needs_attention", "compensated"], 'blue "mugs"; DROP', 2000) == (
         'WorkflowType="SagaWorkflow" AND (SagaStatus="needs_attention" OR '
-        'SagaStatus="compensated") AND (SagaRequest="blue mugs DROP" OR '
-        'SagaSummary="blue mugs DROP") AND SagaAmount >= 2000'
+        'SagaStatus="compensated") AND (SagaRequest="blue" OR SagaSummary="blue") AND '
+        '(SagaRequest="mugs" OR SagaSummary="mugs") AND (SagaRequest="DROP" OR '
+        'SagaSummary="DROP") AND SagaAmount >= 2000'
     )
     with pytest.raises(SagaError, match="unknown status 'done'; one of: awaiting_approval"):
         list_query(["done"])

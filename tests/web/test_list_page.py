@@ -9,9 +9,7 @@ from typing import Any
 from saga._listing import list_sagas
 from tests.conftest import Stack, eventually
 from tests.web import TOKEN, apply, start
-from tests.web.test_browser import base_url, expect, page, shot
-
-__all__ = ["base_url", "page"]  # the fixtures, shared with test_browser
+from tests.web.browser import expect, shot
 
 
 async def test_the_list_says_what_each_saga_did(page: Any, base_url: str, stack: Stack) -> None:
