@@ -405,6 +405,9 @@
     const status = $("#status");
     status.className = `badge s-${state.status}`;
     status.textContent = label(state.status);
+    const amount = money(state.amount, state.currency);
+    $("#summary").textContent = [state.summary, amount].filter(Boolean).join(" · ");
+    $("#summary").hidden = !state.summary && !amount;
 
     if (view.closed && !keepMessage && !$("#message").classList.contains("error")) showMessage("");
     const outcome = $("#outcome");

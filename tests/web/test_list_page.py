@@ -61,4 +61,8 @@ async def test_the_list_says_what_each_saga_did(page: Any, base_url: str, stack:
     await page.press("#filter input[name=q]", "Enter")
     await expect(page.locator("#none-match")).to_be_visible()
     await expect(page.locator("#sagas tbody tr")).to_have_count(0)
+
+    # The saga's page says the same, under its title.
+    await page.goto(f"{base_url}/sagas/{done}")
+    await expect(page.locator("#summary")).to_have_text("effects.apply")
     await stack.client.get_workflow_handle(waiting).cancel()
