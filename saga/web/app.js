@@ -193,7 +193,9 @@
     return { text: stepWord(step.status), className: `badge s-${step.status}` };
   }
 
-  function undoText(step) {
+  function undoText(step, view) {
+    // A completed saga keeps its steps: "can be undone" no longer applies.
+    if (step.compensation === "registered" && view && view.closed && view.state.status === "completed") return "kept";
     if (step.compensation !== "compensated") return UNDO_WORDS[step.compensation] || label(step.compensation);
     return undoWord(step.compensation_result) || "undone";
   }
@@ -369,7 +371,7 @@
 
   function undoCell(step, view) {
     if (step.compensation === "none") return el("td", { className: "undo" }, el("span", { className: "muted", text: "—" }));
-    const cell = el("td", { className: "undo" }, el("span", { className: `badge c-${step.compensation}`, text: undoText(step) }));
+    const cell = el("td", { className: "undo" }, el("span", { className: `badge c-${step.compensation}`, text: undoText(step, view) }));
     const id = undoId(step.compensation_result);
     if (id) cell.append(" ", el("code", { text: id }));
     if (step.compensation_attempts) cell.append(el("small", { text: ` ${step.compensation_attempts} attempts` }));

@@ -65,4 +65,5 @@ async def test_the_list_says_what_each_saga_did(page: Any, base_url: str, stack:
     # The saga's page says the same, under its title.
     await page.goto(f"{base_url}/sagas/{done}")
     await expect(page.locator("#summary")).to_have_text("effects.apply")
+    await expect(page.locator('#steps tr[data-step="reserve-room"] td.undo')).to_have_text("kept")
     await stack.client.get_workflow_handle(waiting).cancel()
