@@ -1,10 +1,15 @@
 """What the terminal shows: a waited-for saga's table once, with its outcome on a line of
-its own, on a terminal and piped; Ctrl-C while waiting; a cancel that took effect."""
+its own, on a terminal and piped; Ctrl-C while waiting; a cancel that took effect; a
+reader of stdout that goes away."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from tests import effects
 from tests.conftest import Stack, eventually, unique
 from tests.terminal import Run, run_saga
-from tests.test_cli import cli_env, saga, write_plan
+from tests.test_cli import ROOT, cli_env, saga, write_plan
 
 TABLE_TOP = "┏"  # the first character of every table the CLI prints
 
@@ -148,3 +153,54 @@ async def test_ctrl_c_while_waiting_says_the_saga_goes_on(
 
 async def _closed_as(client: Client, sid: str, status: WorkflowExecutionStatus) -> bool:
     return await _execution(client, sid) == status
+
+
+# -- a reader that goes away ------------------------------------------------------------
+def _cut_off(args: list[str], env: dict[str, str]) -> tuple[int, str, bytes]:
+    """`saga ARGS | head -1` through a pipe that holds 4 KiB: an output much longer than
+    that is still being written when head exits."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saga", *args], stdout=write_end, stderr=subprocess.PIPE,
+        env=env, cwd=ROOT,
+    )  # fmt: skip
+    os.close(write_end)
+    head = subprocess.run(["head", "-1"], stdin=read_end, capture_output=True, timeout=60)
+    os.close(read_end)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr.decode(), head.stdout
+
+
+def _closed_reader(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """`saga ARGS` writing to a pipe nobody reads any more."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run(
+        [sys.executable, "-m", "saga", *args], stdout=write_end, stderr=subprocess.PIPE,
+        env=env, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    os.close(write_end)
+    return proc.returncode, proc.stderr.decode()
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`saga status ID --json | head -1` (and any command, table or JSON): no traceback,
+    exit code 141 (128 + SIGPIPE), as for a command the shell saw killed by SIGPIPE."""
+    steps = [
+        {"id": f"s{i}", "action": "effects.apply", "args": {"name": "x" * 100}} for i in range(20)
+    ]
+    sid = unique()
+    done = await saga(
+        stack, "start", "--plan", write_plan(tmp_path, {"steps": steps}), "--id", sid, "--wait"
+    )
+    assert done.returncode == 0, done.stderr
+    whole = await saga(stack, "status", sid, "--json")
+    assert len(whole.stdout) > 4 * 4096  # far more than the pipe and head's read hold
+    env = cli_env(stack)
+    code, stderr, first = await asyncio.to_thread(_cut_off, ["status", sid, "--json"], env)
+    assert (code, stderr, first) == (141, "", b"{\n")
+    for args in (["status", sid], ["catalog"]):
+        assert await asyncio.to_thread(_closed_reader, args, env) == (141, ""), args

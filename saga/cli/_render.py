@@ -13,10 +13,18 @@ from saga._models import SagaResult, SagaStatus, StepState
 from saga._outcome import agent_lines, outcome
 from saga._redact import redact
 
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Its reader went away: main() stops quietly, as for `print` (Rich would exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 # What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
 # never read as Rich markup or emoji codes.
-out = Console(markup=False, emoji=False)
-err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+out = _Console(markup=False, emoji=False)
+err = _Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def render(result: SagaResult) -> Table:
