@@ -1,6 +1,6 @@
 """What the terminal shows: a waited-for saga's table once, with its outcome on a line of
 its own, on a terminal and piped; Ctrl-C while waiting; a cancel that took effect; a
-reader of stdout that goes away."""
+reader of stdout that goes away; and how `saga dev` is used from another terminal."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import fcntl
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from saga import free_port
 from tests import effects
 from tests.conftest import Stack, eventually, unique
 from tests.terminal import Run, run_saga
@@ -204,3 +207,71 @@ async def test_a_reader_that_goes_away_ends_the_command_quietly(
     assert (code, stderr, first) == (141, "", b"{\n")
     for args in (["status", sid], ["catalog"]):
         assert await asyncio.to_thread(_closed_reader, args, env) == (141, ""), args
+
+
+# -- `saga dev` from another terminal ----------------------------------------------------
+async def test_saga_dev_says_how_to_use_it_from_another_terminal(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The lines `saga dev` prints are enough: the variables it names, set in a terminal
+    elsewhere (another directory, none of dev's SAGA_* variables), run its example
+    command; the mail lands where it says, the inventory is where it says."""
+    env = cli_env(
+        stack,
+        SAGA_DATA_DIR=str(tmp_path / "data"),
+        SAGA_ACTIVITIES="tests.histories.record:build_activities",
+        SAGA_TASK_QUEUE=unique("dev-queue"),
+    )
+    for name in ("SAGA_TEMPORAL_ADDRESS", "SAGA_DATABASE_URL", "SAGA_PAYLOAD_KEYS"):
+        env.pop(name)
+    port, web_port = free_port(), free_port()
+    log = tmp_path / "dev.err"
+    with log.open("w") as sink:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "saga", "dev", "--port", str(port), "--web-port", str(web_port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    try:
+        said = await eventually(
+            lambda: re.search(
+                r"^mail: SMTP on 127\.0\.0\.1:(\d+); each message is saved in (.+)\n"
+                r"inventory: (.+)\n"
+                r"from another terminal:\n"
+                r"  export (.+)\n"
+                r"  (saga .+)\n"
+                r"  \(with these set as here too: (.+)\)\n",
+                log.read_text(),
+                re.MULTILINE,
+            ),
+            timeout=90,
+            interval=0.5,
+        )
+        mail, inventory, export, command, also = said.group(2, 3, 4, 5, 6)
+        given = dict(pair.split("=", 1) for pair in shlex.split(export))
+        assert given == {
+            "SAGA_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+            "SAGA_DATA_DIR": str((tmp_path / "data").resolve()),
+            "SAGA_TASK_QUEUE": env["SAGA_TASK_QUEUE"],
+        }
+        assert "SAGA_ACTIVITIES" in also.split(", ")
+        assert inventory == f"sqlite:///{(tmp_path / 'data' / 'inventory.db').resolve()}"
+        assert Path(mail) == (tmp_path / "data" / "mail").resolve()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        other = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+        other.update(given, **{name: env[name] for name in also.split(", ")})
+        other["PYTHONPATH"] = str(ROOT)  # where the tests' activities import from
+        argv = shlex.split(command)
+        assert argv[0] == "saga"
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [str(Path(sys.executable).parent / "saga"), *argv[1:]],
+            env=other, cwd=elsewhere, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert ran.stdout.splitlines()[-1] == "completed: 3 steps done", ran.stdout
+        assert [p.suffix for p in Path(mail).iterdir()] == [".eml"]
+        assert Path(inventory.removeprefix("sqlite:///")).is_file()
+    finally:
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=30) == 0
