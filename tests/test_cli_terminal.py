@@ -61,7 +61,7 @@ async def test_start_wait_shows_the_final_table_once(
     stack: Stack, tmp_path: Path, tty: bool
 ) -> None:
     sid = unique()
-    plan = write_plan(tmp_path, {"steps": [_apply("a", delay=1), _apply("b")]})
+    plan = write_plan(tmp_path, {"steps": [_apply("a", delay=2), _apply("b")]})
     run = await _run(stack, "start", "--plan", plan, "--id", sid, "--wait", tty=tty)
     assert run.code == 0, run.stdout + run.stderr
     screen = run.screen
