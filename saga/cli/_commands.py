@@ -5,6 +5,7 @@ list, approve, reject, retry, resolve; and reconcile and catalog.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -13,14 +14,21 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from saga._catalog import catalog
-from saga._client import connect_client, saga_state, start_saga, update_saga, wait_saga
+from saga._client import connect_client, saga_state, start_saga, update_saga
 from saga._limits import check_saga_input
-from saga._models import ApprovalDecision, OperatorAction, SagaInput, SagaMode, SagaResult
+from saga._models import (
+    ApprovalDecision,
+    OperatorAction,
+    SagaInput,
+    SagaMode,
+    SagaResult,
+    SagaStatus,
+)
 from saga._plan import check_plan
 from saga._problems import read_json_file, system_problem
 from saga._settings import Settings
 from saga.cli._loading import UsageError, load_catalog, load_policy, open_ledger, plan_source
-from saga.cli._render import exit_code, out, show
+from saga.cli._render import err, exit_code, out, show
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,13 +78,27 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     return exit_code(result)
 
 
-async def follow(client: Client, saga_id: str, *, live: bool) -> SagaResult:
-    """Wait for the saga, showing a live table of its steps when on a terminal."""
-    if live:
-        from saga.cli._live import watch
+async def follow(
+    client: Client, saga_id: str, *, live: bool, cancelling: bool = False
+) -> SagaResult:
+    """Wait until the saga ends or needs a person, with a live table of its steps when
+    ``live`` and on a terminal. Ctrl-C stops the waiting, not the saga: say so, and how
+    to go on (exit code 130)."""
+    from saga.cli._live import watch
 
-        return await watch(client, saga_id, out)
-    return await wait_saga(client, saga_id)
+    if not (live and out.is_terminal):
+        err.print(f"waiting for saga {saga_id} to end (Ctrl-C stops the waiting, not the saga)")
+    try:
+        return await watch(client, saga_id, out if live else None, cancelling=cancelling)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if cancelling:
+            err.print(f"saga {saga_id} is still being cancelled; Ctrl-C stopped only the waiting")
+        else:
+            err.print(f"saga {saga_id} keeps running; Ctrl-C stopped only the waiting")
+        err.print(f"  watch it:  saga watch {saga_id}")
+        if not cancelling:
+            err.print(f"  cancel it: saga cancel {saga_id}")
+        raise
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,10 +116,12 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     await client.get_workflow_handle(args.id).cancel()
     out.print(f"cancel requested for saga {args.id}; compensating what ran")
-    if args.wait:
-        result = await follow(client, args.id, live=True)
-        show(result, False)
-    return 0
+    if not args.wait:
+        return 0
+    result = await follow(client, args.id, live=True, cancelling=True)
+    show(result, False, cancel_requested=True)
+    # 0: cancelled, everything undone. 1: it completed first, or an undo needs a person.
+    return 0 if result.status is SagaStatus.CANCELLED else 1
 
 
 async def _update(settings: Settings, saga_id: str, update: str, arg: Any) -> SagaResult:

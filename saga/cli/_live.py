@@ -1,4 +1,5 @@
-"""A live table of a saga's steps for the terminal, redrawn as they run and are undone."""
+"""Following a saga until it ends: on a terminal, a live table of its steps, redrawn as
+they run and are undone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from temporalio.service import RPCError
 
 from saga._client import saga_state, wait_saga
 from saga._errors import SagaError
-from saga._models import SagaResult
+from saga._models import SagaResult, SagaStatus
 from saga._outcome import agent_lines, outcome
 from saga._redact import redact
 
@@ -78,24 +79,55 @@ def render(state: SagaResult, execution: str = "running") -> Group:
 
 
 async def watch(
-    client: Client, saga_id: str, console: Console, *, interval: float = 0.5
+    client: Client,
+    saga_id: str,
+    console: Console | None,
+    *,
+    cancelling: bool = False,
+    interval: float = 0.5,
 ) -> SagaResult:
-    """Show a live table of the saga until it closes; return its final state."""
+    """Follow the saga until it closes or waits for a person; return its state.
+
+    On a terminal (``console`` given, not a dumb one) a live table of its steps is redrawn
+    meanwhile and cleared at the end: the caller prints the final state once. Elsewhere
+    nothing is drawn. Stopped by Ctrl-C, the last table drawn stays on the screen.
+    """
+    if console is None or not console.is_terminal or console.is_dumb_terminal:
+        return await _final_state(client, saga_id, cancelling, interval, None)
+    with Live(console=console, auto_refresh=False, transient=True) as live:
+        try:
+            return await _final_state(client, saga_id, cancelling, interval, live)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            live.transient = False  # Ctrl-C: what was seen last stays
+            raise
+
+
+async def _final_state(
+    client: Client, saga_id: str, cancelling: bool, interval: float, live: Live | None
+) -> SagaResult:
     handle = client.get_workflow_handle(saga_id)
-    with Live(console=console, refresh_per_second=8, auto_refresh=False) as live:
-        while True:
-            try:
-                desc = await handle.describe()
-            except RPCError as exc:
-                raise SagaError(f"no saga {saga_id!r}: {exc.message}") from None
-            if desc.status == WorkflowExecutionStatus.RUNNING:
-                live.update(render(await saga_state(client, saga_id)), refresh=True)
-                await asyncio.sleep(interval)
-                continue
-            try:
-                state = await wait_saga(client, saga_id)
-            except Exception:  # failed or terminated: its last state is all there is
-                state = await saga_state(client, saga_id)
-            execution = desc.status.name.lower() if desc.status else "closed"
-            live.update(render(state, execution), refresh=True)
-            return state
+    while True:
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            raise SagaError(f"no saga {saga_id!r}: {exc.message}") from None
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            state = await saga_state(client, saga_id)
+            if _waits_for_person(state, cancelling):
+                return state
+            if live is not None:
+                live.update(render(state), refresh=True)
+            await asyncio.sleep(interval)
+            continue
+        try:
+            return await wait_saga(client, saga_id)
+        except Exception:  # failed or terminated: its last state is all there is
+            return await saga_state(client, saga_id)
+
+
+def _waits_for_person(state: SagaResult, cancelling: bool) -> bool:
+    """An undo failed past its retries, or a step is parked as uncertain: the saga waits
+    for an operator. A cancel answers a parked step (the steps before it are undone)."""
+    if state.status is not SagaStatus.NEEDS_ATTENTION:
+        return False
+    return bool(state.stuck_steps) or not cancelling

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -206,6 +207,18 @@ def _say(*problems: str) -> int:
     return 2
 
 
+def _reader_gone() -> int:
+    """The reader of stdout went away (`saga status ID --json | head -1`): stop quietly,
+    with the exit code of a command the shell sees killed by SIGPIPE (128 + 13), so that
+    `set -o pipefail` tells a cut-off output from a complete one. What is still buffered
+    goes to /dev/null, not to the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     settings: Settings | None = None
     try:
@@ -214,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         _logging(settings, args.command)
         outcome = args.func(args, settings)
         code: int = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+        sys.stdout.flush()  # a reader that went away shows here, not at exit
         return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         return 130
     except PlanRejected as exc:

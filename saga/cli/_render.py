@@ -10,13 +10,21 @@ from rich.console import Console
 from rich.table import Table
 
 from saga._models import SagaResult, SagaStatus, StepState
-from saga._outcome import agent_lines
+from saga._outcome import agent_lines, outcome
 from saga._redact import redact
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Its reader went away: main() stops quietly, as for `print` (Rich would exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
 
 # What users and servers wrote (step ids, requests, paths, errors) is printed as it is:
 # never read as Rich markup or emoji codes.
-out = Console(markup=False, emoji=False)
-err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+out = _Console(markup=False, emoji=False)
+err = _Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def render(result: SagaResult) -> Table:
@@ -36,7 +44,9 @@ def masked(result: SagaResult) -> SagaResult:
     return SagaResult.model_validate(redact(result.model_dump(mode="json")))
 
 
-def show(result: SagaResult, as_json: bool) -> None:
+def show(result: SagaResult, as_json: bool, *, cancel_requested: bool = False) -> None:
+    """The saga as a table, then how it ended (or why it is undoing what ran) and what
+    a person can do about it; or the typed result as JSON."""
     result = masked(result)
     if as_json:
         print(result.model_dump_json(indent=2))
@@ -50,19 +60,31 @@ def show(result: SagaResult, as_json: bool) -> None:
         out.print(line)
     if result.status is SagaStatus.AWAITING_APPROVAL:
         out.print(f"waiting for approval: saga approve {result.saga_id}")
-    if result.error:
-        out.print(f"error: {result.error}")
+    ended = summary(result, cancel_requested)
+    if ended:  # one line, however long: what a script greps for
+        out.print(ended, soft_wrap=True)
     for problem in result.problems:
         out.print(f"  - {problem}")
     for stuck in result.stuck_steps:
         out.print(
             f"needs attention: step {stuck.id} ({stuck.external_id}): "
-            f"saga retry {result.saga_id} {stuck.id} | saga resolve {result.saga_id} {stuck.id}"
+            f"saga retry {result.saga_id} {stuck.id} | saga resolve {result.saga_id} {stuck.id}",
+            soft_wrap=True,
         )
     if result.status is SagaStatus.NEEDS_ATTENTION:
         for parked in result.uncertain_steps:
             for line in parked_lines(result.saga_id, parked):
                 out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def summary(result: SagaResult, cancel_requested: bool = False) -> str | None:
+    """How a saga ended, as the web page and the live view say it (`cancelled: 2 steps
+    compensated`); for one still undoing what ran, why; else its error, if any."""
+    if result.status.final:
+        return outcome(result, "closed", cancel_requested)
+    if result.error and result.status in (SagaStatus.COMPENSATING, SagaStatus.NEEDS_ATTENTION):
+        return f"undoing what ran ({result.error})"
+    return f"error: {result.error}" if result.error else None
 
 
 def parked_lines(saga_id: str, step: StepState) -> list[str]:

@@ -104,6 +104,8 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
                 return
             url = await exits.enter_async_context(_web_for_dev(dev_settings, args.web_port))
             out.print(f"saga web: {url}  (the link logs you in)", soft_wrap=True)
+            for line in _from_another_terminal(dev_settings):
+                err.print(line)
             await stop.wait()
 
     try:
@@ -112,6 +114,41 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         server.stop()
         ledger.close()
     return 0
+
+
+def _from_another_terminal(settings: Settings) -> list[str]:
+    """Where `saga dev` sends mail and keeps the inventory, and how another terminal
+    reaches it: the variables to set there (the data directory holds the payload keys and
+    localstripe's address) and a first command."""
+    import shlex
+
+    from saga._problems import hide_password
+    from saga.dev._devstack import mail_folder
+
+    given = {
+        "SAGA_TEMPORAL_ADDRESS": settings.temporal_address,
+        "SAGA_DATA_DIR": str(settings.data_dir.resolve()),
+    }
+    for field in ("task_queue", "namespace"):
+        value = getattr(settings, field)
+        if value != Settings.model_fields[field].default:
+            given[f"SAGA_{field.upper()}"] = value
+    also = sorted(
+        name
+        for name in (f"SAGA_{field.upper()}" for field in Settings.model_fields)
+        if name in os.environ and name not in given
+    )
+    lines = [
+        f"mail: SMTP on {settings.smtp_host}:{settings.smtp_port}; "
+        f"each message is saved in {mail_folder(settings).resolve()}",
+        f"inventory: {hide_password(settings.inventory_db_url())}",
+        "from another terminal:",
+        "  export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in given.items()),
+        "  saga start --plan order --wait",
+    ]
+    if also:
+        lines.append(f"  (with these set as here too: {', '.join(also)})")
+    return lines
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -152,7 +152,7 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
             publish_url(settings.data_dir, stripe.url)
         smtp_port = settings.smtp_port if _port_free(settings.smtp_port) else free_port()
         updates["smtp_port"] = smtp_port
-        async with MailServer(smtp_port, settings.data_dir / "mail") as mail:
+        async with MailServer(smtp_port, mail_folder(settings)) as mail:
             dev = settings.model_copy(update=updates)
             await asyncio.to_thread(prepare_inventory, dev)
             log.info(
@@ -166,6 +166,11 @@ async def dev_stack(settings: Settings) -> AsyncIterator[Settings]:
         if stripe is not None:
             unpublish_url(settings.data_dir, stripe.url)
             stripe.stop()
+
+
+def mail_folder(settings: Settings) -> Path:
+    """Where the dev stack's SMTP server saves each message it receives (`.eml` files)."""
+    return settings.data_dir / "mail"
 
 
 def _port_free(port: int) -> bool:

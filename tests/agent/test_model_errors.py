@@ -85,7 +85,7 @@ async def rejected(
         status_cli = await saga_status(stack, handle.id)
     assert result.status == SagaStatus.REJECTED, result
     assert status_cli.returncode == 1, status_cli
-    assert f"error: {result.error}" in " ".join(status_cli.stdout.split()), status_cli
+    assert f"rejected: {result.error}" in " ".join(status_cli.stdout.split()), status_cli
     assert KEY not in status_cli.stdout
     assert result.steps == [] and result.plan is None
     assert effects.log_of(stack.effects, handle.id) == []
