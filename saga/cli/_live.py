@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 
 from saga._client import saga_state, wait_saga
 from saga._errors import SagaError
-from saga._models import SagaResult, SagaStatus
+from saga._models import SagaResult, SagaStatus, StepState
 from saga._outcome import agent_lines, outcome
 from saga._redact import redact
 
@@ -42,6 +42,13 @@ def _styled(value: str) -> Text:
     return Text(value.replace("_", " "), style=_STYLE.get(value, ""))
 
 
+def _step_status(step: StepState) -> Text:
+    """A step that was undone does not read as done: "succeeded, then undone"."""
+    if step.status.value == "succeeded" and step.compensation.value == "compensated":
+        return Text("succeeded, then undone", style="yellow")
+    return _styled(step.status.value)
+
+
 def render(state: SagaResult, execution: str = "running") -> Group:
     """The saga as a table of steps, with its outcome under it (card numbers masked)."""
     safe = SagaResult.model_validate(redact(state.model_dump(mode="json")))
@@ -63,7 +70,7 @@ def render(state: SagaResult, execution: str = "running") -> Group:
             str(i),
             step.id,
             step.action,
-            _styled(step.status.value),
+            _step_status(step),
             step.external_id or "",
             comp,
             Text(notes, style="red"),

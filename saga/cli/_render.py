@@ -35,7 +35,10 @@ def render(result: SagaResult) -> Table:
         comp = s.compensation.value
         if s.compensation_error and comp == "failed":
             comp += f" ({s.compensation_error})"
-        table.add_row(s.id, s.action, s.status.value, s.external_id or "-", comp)
+        status = s.status.value
+        if status == "succeeded" and s.compensation.value == "compensated":
+            status = "succeeded, then undone"
+        table.add_row(s.id, s.action, status, s.external_id or "-", comp)
     return table
 
 

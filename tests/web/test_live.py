@@ -25,9 +25,12 @@ async def test_watch_until_completed(stack: Stack) -> None:
     assert result.status == SagaStatus.COMPLETED
     text = out.getvalue()
     assert "running" in text  # drawn while the steps ran, not only at the end
-    assert "completed: 3 steps done" in text
     for step_id in ("reserve", "settle", "charge"):
         assert step_id in text
+    # The live table is cleared at the end: the caller prints the final state once.
+    assert "completed: 3 steps done" not in text
+    console.print(render(result, "completed"))
+    assert "completed: 3 steps done" in out.getvalue()
 
 
 async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None:
@@ -52,8 +55,9 @@ async def test_watch_shows_the_compensation_after_a_cancel(stack: Stack) -> None
     assert result.status == SagaStatus.CANCELLED
     assert [s.compensation.value for s in result.steps] == ["compensated", "compensated", "none"]
     text = out.getvalue()
-    assert "compensating" in text
-    assert "cancelled: 2 steps compensated" in text
+    assert "compensating" in text  # drawn while the steps were undone
+    console.print(render(result, "canceled"))
+    assert "cancelled: 2 steps compensated" in out.getvalue()
 
 
 def test_render_masks_card_numbers() -> None:
