@@ -97,6 +97,22 @@ class StepRecord(Base):
     """Until when that request's effect may land: the compensation waits until then."""
 
 
+class AuditRecord(Base):
+    """One decision on a saga (or on people), append-only (migration 0005)."""
+
+    __tablename__ = "saga_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    who: Mapped[str] = mapped_column(String(200))
+    via: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    saga_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
 STEPS = cast(Table, StepRecord.__table__)
 SAGAS = cast(Table, SagaRecord.__table__)
 

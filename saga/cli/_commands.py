@@ -27,6 +27,7 @@ from saga._models import (
 from saga._plan import check_plan
 from saga._problems import read_json_file, system_problem
 from saga._settings import Settings
+from saga.cli._audited import decision_lines
 from saga.cli._loading import UsageError, load_catalog, load_policy, open_ledger, plan_source
 from saga.cli._render import err, exit_code, out, show
 
@@ -41,7 +42,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     if args.id is not None and not args.id.strip():
         raise UsageError("--id is empty")
     load_catalog(settings)
-    saga_id = args.id or f"saga-{uuid.uuid4().hex[:12]}"
+    saga_id = args.id = args.id or f"saga-{uuid.uuid4().hex[:12]}"
     policy = load_policy(settings)
     plan: Any = None
     request: str | None = None
@@ -105,6 +106,9 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect_client(settings)
     result = await saga_state(client, args.id)
     show(result, args.json)
+    if not args.json:
+        for line in decision_lines(settings, args.id):
+            out.print(line, style="dim")
     return exit_code(result)
 
 

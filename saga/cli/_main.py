@@ -17,6 +17,7 @@ from temporalio.service import RPCError
 from saga._errors import PlanRejected, Refused, SagaError
 from saga._problems import model_problems
 from saga._settings import Settings, load_settings
+from saga.cli._audited import audited, cmd_audit
 from saga.cli._commands import (
     cmd_approve,
     cmd_cancel,
@@ -132,6 +133,13 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
 
+    audit = sub.add_parser("audit", help="who decided what, when: the audit trail")
+    audit.add_argument("--saga", help="only the decisions on this saga")
+    audit.add_argument("--since", help="only the last 30m, 2h, 7d, or since an ISO date/time")
+    audit.add_argument("--limit", type=_positive, default=200)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+
     approve = sub.add_parser("approve", help="approve the plan waiting for approval")
     approve.add_argument("id")
     approve.add_argument("--plan-hash", help="the hash you reviewed (default: current)")
@@ -226,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(Settings)
         _logging(settings, args.command)
         outcome = args.func(args, settings)
-        code: int = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+        if asyncio.iscoroutine(outcome):
+            outcome = asyncio.run(audited(args, settings, outcome))
+        code: int = outcome
         sys.stdout.flush()  # a reader that went away shows here, not at exit
         return code
     except BrokenPipeError:

@@ -483,6 +483,7 @@
       showMessage(`${action} failed: ${err.message}`, true);
       log(`${action} failed: ${err.message}`);
     } finally {
+      refreshDecisions();
       busy = false;
       for (const button of document.querySelectorAll("main button")) button.disabled = false;
     }
@@ -495,6 +496,20 @@
     $("#not-found").hidden = false;
   }
 
+  // Who decided what about this saga (the audit trail), oldest first.
+  async function refreshDecisions() {
+    try {
+      const { data } = await api(sagaApi("audit"));
+      const items = data.map((d) => el("li", { dataset: { action: d.action } },
+        el("time", { text: at(d.at) }),
+        ` ${d.who} (${d.via}): ${d.action}${d.step_id ? " step " + d.step_id : ""} → ${d.outcome}${d.detail ? " (" + d.detail + ")" : ""}`));
+      $("#decisions").replaceChildren(...items);
+      $("#decisions-none").hidden = items.length > 0;
+    } catch (_) {
+      // The trail is not readable here (no ledger for the web app): the page goes on.
+    }
+  }
+
   async function refreshSaga() {
     let again = true;
     try {
@@ -502,6 +517,7 @@
       if (pollFailed) showMessage("");
       pollFailed = false;
       render(data);
+      refreshDecisions();
       again = !data.closed;
     } catch (err) {
       if (err.status === 404) {

@@ -24,10 +24,13 @@ from starlette.middleware.base import RequestResponseEndpoint
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from saga._audit import AuditEntry
 from saga._errors import SagaError
+from saga._ledger_schema import utcnow
 from saga._settings import Settings
 from saga._worker import connect
 from saga.web._auth import SAFE_METHODS, Guard, local_path, same_site
+from saga.web._decisions import Decisions
 from saga.web._service import (
     CancelOutcome,
     SagaConflict,
@@ -99,6 +102,7 @@ def create_app(
     )
     lock = asyncio.Lock()
     services: list[SagaService] = []
+    decisions = Decisions(settings)
 
     async def sagas() -> SagaService:
         async with lock:
@@ -127,6 +131,7 @@ def create_app(
         path = request.url.path
         if path not in _OPEN_PATHS:
             how = guard.authenticated(request)
+            request.state.auth = how
             if how is None:
                 wants_page = request.method == "GET" and "text/html" in request.headers.get(
                     "accept", ""
@@ -166,11 +171,20 @@ def create_app(
         return JSONResponse({"detail": f"temporal: {exc.message}"}, status_code=502)
 
     # -- login ---------------------------------------------------------------------------
+    async def refused_login(request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        entry = AuditEntry(
+            at=utcnow(), who=f"unknown ({client})", via="web", action="login",
+            outcome="refused: not the operator token",
+        )  # fmt: skip
+        await decisions.note(entry)
+
     @app.get("/login", include_in_schema=False)
     async def login(request: Request, token: str | None = None) -> Response:
         if token is None:
             return login_page(request, 200)
         if not guard.valid_token(token):
+            await refused_login(request)
             return login_page(request, 401, "That is not the operator token.")
         response = RedirectResponse(local_path(request.query_params.get("next")), 303)
         guard.log_in(response, request)
@@ -181,6 +195,7 @@ def create_app(
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0]
         if not guard.valid_token(token):
+            await refused_login(request)
             return login_page(request, 401, "That is not the operator token.")
         response = RedirectResponse(local_path((form.get("next") or ["/"])[0]), 303)
         guard.log_in(response, request)
@@ -231,6 +246,7 @@ def create_app(
     @app.post("/api/sagas/{saga_id}/cancel", tags=["actions"])
     async def cancel(
         saga_id: str,
+        request: Request,
         response: Response,
         wait: Annotated[float, Query(ge=0, le=120)] = 0,
     ) -> CancelOutcome:
@@ -240,30 +256,53 @@ def create_app(
         cancelled"). With `wait`, wait up to that many seconds for the saga to close;
         202 means the compensation is still running.
         """
-        result = await (await sagas()).cancel(saga_id, wait=wait)
+        service = await sagas()
+        result = await decisions.decide(
+            request,
+            "cancel",
+            saga_id,
+            service.cancel(saga_id, wait=wait),
+            outcome=lambda r: f"no effect: {r.message}" if r.cancelled is False else "done",
+        )
         if result.cancelled is None:
             response.status_code = 202
         return result
 
     @app.post("/api/sagas/{saga_id}/approve", tags=["actions"])
-    async def approve(saga_id: str, body: ApproveBody) -> SagaView:
+    async def approve(saga_id: str, body: ApproveBody, request: Request) -> SagaView:
         """Approve the plan whose hash the operator saw; a stale hash is refused (409)."""
-        return await (await sagas()).approve(saga_id, body.plan_hash, body.by or "web operator")
+        run = (await sagas()).approve(saga_id, body.plan_hash, body.by or "web operator")
+        detail = f"plan hash {body.plan_hash}" + (f"; by {body.by}" if body.by else "")
+        return await decisions.decide(request, "approve", saga_id, run, detail=detail)
 
     @app.post("/api/sagas/{saga_id}/reject", tags=["actions"])
-    async def reject(saga_id: str, body: RejectBody) -> SagaView:
+    async def reject(saga_id: str, body: RejectBody, request: Request) -> SagaView:
         """Reject the plan waiting for approval; nothing runs."""
-        return await (await sagas()).reject(saga_id, body.reason, body.by or "web operator")
+        run = (await sagas()).reject(saga_id, body.reason, body.by or "web operator")
+        detail = "; ".join(
+            p for p in (body.reason and f"reason {body.reason}", body.by and f"by {body.by}") if p
+        )
+        return await decisions.decide(request, "reject", saga_id, run, detail=detail or None)
 
     @app.post("/api/sagas/{saga_id}/retry", tags=["actions"])
-    async def retry(saga_id: str, body: StepBody) -> SagaView:
+    async def retry(saga_id: str, body: StepBody, request: Request) -> SagaView:
         """Give a stuck compensation a fresh retry budget."""
-        return await (await sagas()).retry(saga_id, body.step_id)
+        run = (await sagas()).retry(saga_id, body.step_id)
+        return await decisions.decide(request, "retry", saga_id, run, step_id=body.step_id)
 
     @app.post("/api/sagas/{saga_id}/resolve", tags=["actions"])
-    async def resolve(saga_id: str, body: ResolveBody) -> SagaView:
+    async def resolve(saga_id: str, body: ResolveBody, request: Request) -> SagaView:
         """Mark a stuck compensation resolved by hand; the saga moves on."""
-        return await (await sagas()).resolve(saga_id, body.step_id, body.note)
+        run = (await sagas()).resolve(saga_id, body.step_id, body.note)
+        detail = f"note {body.note}" if body.note else None
+        return await decisions.decide(
+            request, "resolve", saga_id, run, step_id=body.step_id, detail=detail
+        )
+
+    @app.get("/api/sagas/{saga_id}/audit", tags=["sagas"])
+    async def saga_audit(saga_id: str) -> list[AuditEntry]:
+        """Who decided what about this saga, when, and how it turned out; oldest first."""
+        return await decisions.of(saga_id)
 
     return app
 

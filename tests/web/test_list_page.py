@@ -66,4 +66,13 @@ async def test_the_list_says_what_each_saga_did(page: Any, base_url: str, stack:
     await page.goto(f"{base_url}/sagas/{done}")
     await expect(page.locator("#summary")).to_have_text("effects.apply")
     await expect(page.locator('#steps tr[data-step="reserve-room"] td.undo')).to_have_text("kept")
-    await stack.client.get_workflow_handle(waiting).cancel()
+
+    # A decision on a saga's page shows under "Decisions", from the audit trail.
+    await page.goto(f"{base_url}/sagas/{waiting}")
+    await expect(page.locator("#decisions-none")).to_be_visible()
+    await page.click("#cancel")  # the confirm dialog is accepted
+    await expect(page.locator("#status")).to_have_text("cancelled")
+    await expect(page.locator("#decisions li")).to_have_count(1)
+    await expect(page.locator("#decisions li")).to_contain_text(
+        "operator (SAGA_WEB_TOKEN) (web): cancel → done"
+    )

@@ -1,0 +1,95 @@
+"""The web app's decisions go to the audit trail (saga._audit): each POST on a saga, and
+each refused login, with the identity its login gives and how it turned out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from fastapi import HTTPException
+from starlette.requests import Request
+
+from saga._audit import AuditEntry, record, trail
+from saga._errors import SagaError
+from saga._ledger import Ledger
+from saga._ledger_schema import utcnow
+from saga._settings import Settings
+
+log = logging.getLogger("saga.web")
+T = TypeVar("T")
+OPERATOR = "operator (SAGA_WEB_TOKEN)"
+"""Who holds the shared operator token: the only identity until people have their own."""
+
+
+class Decisions:
+    """Records and reads decisions in the ledger SAGA_DATABASE_URL names (opened once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ledger: Ledger | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> Ledger:
+        async with self._lock:
+            if self._ledger is None:
+                self._ledger = await asyncio.to_thread(Ledger, self._settings.ledger_url())
+            return self._ledger
+
+    async def note(self, entry: AuditEntry) -> None:
+        """Append ``entry``; a trail that cannot be written is logged, never hidden."""
+        try:
+            await asyncio.to_thread(record, await self._open(), entry)
+        except Exception:
+            log.exception("audit: %s of %s was not recorded", entry.action, entry.saga_id)
+
+    async def of(self, saga_id: str) -> list[AuditEntry]:
+        return await asyncio.to_thread(trail, await self._open(), saga_id=saga_id)
+
+    async def decide(
+        self,
+        request: Request,
+        action: str,
+        saga_id: str,
+        run: Awaitable[T],
+        *,
+        step_id: str | None = None,
+        detail: str | None = None,
+        outcome: Callable[[T], str] | None = None,
+    ) -> T:
+        """Run one decision and record it: done (or what ``outcome`` says of the result),
+        or refused / failed and why."""
+        via = "web" if getattr(request.state, "auth", None) == "cookie" else "api"
+        entry = AuditEntry(
+            at=utcnow(),
+            who=OPERATOR,
+            via=via,
+            action=action,
+            saga_id=saga_id,
+            step_id=step_id,
+            outcome="done",
+            detail=detail,
+        )
+        try:
+            result = await run
+        except HTTPException as exc:
+            entry.outcome = f"refused: {exc.detail}"
+            await self.note(entry)
+            raise
+        except SagaError as exc:
+            entry.outcome = f"refused: {exc}"
+            await self.note(entry)
+            raise
+        except Exception as exc:
+            entry.outcome = f"failed: {exc}"
+            await self.note(entry)
+            raise
+        if outcome is not None:
+            entry.outcome = outcome(result)
+        await self.note(entry)
+        return result
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
