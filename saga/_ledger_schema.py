@@ -113,6 +113,31 @@ class AuditRecord(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
+class PersonRecord(Base):
+    """A person who operates sagas (migration 0006): a role, and their token's hash."""
+
+    __tablename__ = "saga_person"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSessionRecord(Base):
+    """One login to the web app, by its cookie's hash, until it ends (migration 0006)."""
+
+    __tablename__ = "saga_web_session"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person: Mapped[str] = mapped_column(String(100), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 STEPS = cast(Table, StepRecord.__table__)
 SAGAS = cast(Table, SagaRecord.__table__)
 

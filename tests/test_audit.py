@@ -116,11 +116,11 @@ async def test_the_web_app_records_its_decisions_and_refused_logins(stack: Stack
         assert got.status_code == 200, got.text
         rows = got.json()
         assert [(r["action"], r["via"], r["who"]) for r in rows] == [
-            ("reject", "api", "operator (SAGA_WEB_TOKEN)"),
-            ("cancel", "api", "operator (SAGA_WEB_TOKEN)"),
+            ("reject", "api", "admin (SAGA_WEB_TOKEN)"),
+            ("cancel", "api", "admin (SAGA_WEB_TOKEN)"),
         ]
         assert (rows[0]["outcome"], rows[0]["detail"]) == ("done", "reason not today")
         assert rows[1]["outcome"].startswith("no effect: already")
         logins = [e for e in trail(stack.ledger) if e.action == "login"]
-        assert logins and logins[-1].outcome == "refused: not the operator token"
+        assert logins and logins[-1].outcome == "refused: not a valid token"
         assert logins[-1].who.startswith("unknown (")

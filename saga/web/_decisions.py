@@ -15,27 +15,40 @@ from saga._audit import AuditEntry, record, trail
 from saga._errors import SagaError
 from saga._ledger import Ledger
 from saga._ledger_schema import utcnow
+from saga._people import People, Person
 from saga._settings import Settings
 
 log = logging.getLogger("saga.web")
 T = TypeVar("T")
-OPERATOR = "operator (SAGA_WEB_TOKEN)"
-"""Who holds the shared operator token: the only identity until people have their own."""
 
 
-class Decisions:
-    """Records and reads decisions in the ledger SAGA_DATABASE_URL names (opened once)."""
+class LedgerAccess:
+    """The ledger's database for the web app (audit trail, people, logins), opened once,
+    on first use, at SAGA_DATABASE_URL."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._ledger: Ledger | None = None
         self._lock = asyncio.Lock()
 
-    async def _open(self) -> Ledger:
+    async def ledger(self) -> Ledger:
         async with self._lock:
             if self._ledger is None:
                 self._ledger = await asyncio.to_thread(Ledger, self._settings.ledger_url())
             return self._ledger
+
+    async def people(self) -> People:
+        return People(await self.ledger())
+
+
+class Decisions:
+    """Records and reads decisions in the ledger's database."""
+
+    def __init__(self, access: LedgerAccess) -> None:
+        self._access = access
+
+    async def _open(self) -> Ledger:
+        return await self._access.ledger()
 
     async def note(self, entry: AuditEntry) -> None:
         """Append ``entry``; a trail that cannot be written is logged, never hidden."""
@@ -61,9 +74,10 @@ class Decisions:
         """Run one decision and record it: done (or what ``outcome`` says of the result),
         or refused / failed and why."""
         via = "web" if getattr(request.state, "auth", None) == "cookie" else "api"
+        person: Person | None = getattr(request.state, "person", None)
         entry = AuditEntry(
             at=utcnow(),
-            who=OPERATOR,
+            who=person.name if person is not None else "unknown",
             via=via,
             action=action,
             saga_id=saga_id,
@@ -89,7 +103,3 @@ class Decisions:
             entry.outcome = outcome(result)
         await self.note(entry)
         return result
-
-    def close(self) -> None:
-        if self._ledger is not None:
-            self._ledger.close()

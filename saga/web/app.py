@@ -27,10 +27,12 @@ from temporalio.service import RPCError
 from saga._audit import AuditEntry
 from saga._errors import SagaError
 from saga._ledger_schema import utcnow
+from saga._people import Person
 from saga._settings import Settings
 from saga._worker import connect
-from saga.web._auth import SAFE_METHODS, Guard, local_path, same_site
-from saga.web._decisions import Decisions
+from saga.web._auth import SAFE_METHODS, Brake, Guard, local_path, same_site
+from saga.web._decisions import Decisions, LedgerAccess
+from saga.web._roles import Me, forbidden, required_permission
 from saga.web._service import (
     CancelOutcome,
     SagaConflict,
@@ -68,12 +70,16 @@ def operator_token(token: str | None = None) -> str:
 
 class ApproveBody(BaseModel):
     plan_hash: str = Field(description="Hash of the plan shown to the operator.")
-    by: str | None = Field(None, max_length=100)
+    by: str | None = Field(
+        None, max_length=100, description="Ignored: the approval records who you are."
+    )
 
 
 class RejectBody(BaseModel):
     reason: str | None = Field(None, max_length=1000)
-    by: str | None = Field(None, max_length=100)
+    by: str | None = Field(
+        None, max_length=100, description="Ignored: the rejection records who you are."
+    )
 
 
 class StepBody(BaseModel):
@@ -93,7 +99,9 @@ def create_app(
 ) -> FastAPI:
     """The web app; it connects to Temporal (via ``client_factory``) on first use."""
     settings = settings or Settings()
-    guard = Guard(operator_token(token))
+    access = LedgerAccess(settings)
+    guard = Guard(operator_token(token), access.people)
+    brake = Brake()
     factory: ClientFactory = client_factory or (lambda: connect(settings))
     app = FastAPI(
         title="Saga",
@@ -102,7 +110,7 @@ def create_app(
     )
     lock = asyncio.Lock()
     services: list[SagaService] = []
-    decisions = Decisions(settings)
+    decisions = Decisions(access)
 
     async def sagas() -> SagaService:
         async with lock:
@@ -130,9 +138,10 @@ def create_app(
     async def security(request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
         if path not in _OPEN_PATHS:
-            how = guard.authenticated(request)
-            request.state.auth = how
-            if how is None:
+            who = await guard.identify(request)
+            if who is None:
+                if request.headers.get("authorization"):  # a wrong token: slowed, recorded
+                    await refused_login(request, "api")
                 wants_page = request.method == "GET" and "text/html" in request.headers.get(
                     "accept", ""
                 )
@@ -140,17 +149,22 @@ def create_app(
                     response: Response = login_page(request, 401)
                 else:
                     response = JSONResponse(
-                        {"detail": "operator token required"},
+                        {"detail": "a token is required (yours, or SAGA_WEB_TOKEN)"},
                         status_code=401,
                         headers={"WWW-Authenticate": "Bearer"},
                     )
                 return _harden(response, path)
+            person, how = who
+            request.state.person, request.state.auth = person, how
             if request.method not in SAFE_METHODS and not same_site(
                 request, via_cookie=how == "cookie"
             ):
                 return _harden(
                     JSONResponse({"detail": "cross-site request refused"}, status_code=403), path
                 )
+            needed = required_permission(request.method, path)
+            if needed is not None and not person.may(needed):
+                return _harden(JSONResponse({"detail": forbidden(person, needed)}, 403), path)
         elif request.method not in SAFE_METHODS and not same_site(request, via_cookie=True):
             return _harden(
                 JSONResponse({"detail": "cross-site request refused"}, status_code=403), path
@@ -171,41 +185,51 @@ def create_app(
         return JSONResponse({"detail": f"temporal: {exc.message}"}, status_code=502)
 
     # -- login ---------------------------------------------------------------------------
-    async def refused_login(request: Request) -> None:
+    async def refused_login(request: Request, via: str = "web") -> None:
+        """A wrong token: recorded, and answered later the more this client guesses."""
         client = request.client.host if request.client else "?"
         entry = AuditEntry(
-            at=utcnow(), who=f"unknown ({client})", via="web", action="login",
-            outcome="refused: not the operator token",
+            at=utcnow(), who=f"unknown ({client})", via=via, action="login",
+            outcome="refused: not a valid token",
         )  # fmt: skip
         await decisions.note(entry)
+        await brake.failed(client)
 
     @app.get("/login", include_in_schema=False)
     async def login(request: Request, token: str | None = None) -> Response:
         if token is None:
             return login_page(request, 200)
-        if not guard.valid_token(token):
+        person = await guard.person_of_token(token)
+        if person is None:
             await refused_login(request)
-            return login_page(request, 401, "That is not the operator token.")
+            return login_page(request, 401, "That is not a valid token.")
         response = RedirectResponse(local_path(request.query_params.get("next")), 303)
-        guard.log_in(response, request)
+        await guard.log_in(response, request, person)
         return response
 
     @app.post("/login", include_in_schema=False)
     async def login_form(request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0]
-        if not guard.valid_token(token):
+        person = await guard.person_of_token(token)
+        if person is None:
             await refused_login(request)
-            return login_page(request, 401, "That is not the operator token.")
+            return login_page(request, 401, "That is not a valid token.")
         response = RedirectResponse(local_path((form.get("next") or ["/"])[0]), 303)
-        guard.log_in(response, request)
+        await guard.log_in(response, request, person)
         return response
 
     @app.post("/logout", include_in_schema=False)
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
         response = RedirectResponse("/login", 303)
-        guard.log_out(response)
+        await guard.log_out(request, response)
         return response
+
+    @app.get("/api/me", tags=["people"])
+    async def me(request: Request) -> Me:
+        """Who you are here, your role and what it lets you do."""
+        person: Person = request.state.person
+        return Me(name=person.name, role=person.role, permissions=person.permissions)
 
     # -- pages ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -271,18 +295,16 @@ def create_app(
     @app.post("/api/sagas/{saga_id}/approve", tags=["actions"])
     async def approve(saga_id: str, body: ApproveBody, request: Request) -> SagaView:
         """Approve the plan whose hash the operator saw; a stale hash is refused (409)."""
-        run = (await sagas()).approve(saga_id, body.plan_hash, body.by or "web operator")
-        detail = f"plan hash {body.plan_hash}" + (f"; by {body.by}" if body.by else "")
+        run = (await sagas()).approve(saga_id, body.plan_hash, request.state.person.name)
+        detail = f"plan hash {body.plan_hash}"
         return await decisions.decide(request, "approve", saga_id, run, detail=detail)
 
     @app.post("/api/sagas/{saga_id}/reject", tags=["actions"])
     async def reject(saga_id: str, body: RejectBody, request: Request) -> SagaView:
         """Reject the plan waiting for approval; nothing runs."""
-        run = (await sagas()).reject(saga_id, body.reason, body.by or "web operator")
-        detail = "; ".join(
-            p for p in (body.reason and f"reason {body.reason}", body.by and f"by {body.by}") if p
-        )
-        return await decisions.decide(request, "reject", saga_id, run, detail=detail or None)
+        run = (await sagas()).reject(saga_id, body.reason, request.state.person.name)
+        detail = f"reason {body.reason}" if body.reason else None
+        return await decisions.decide(request, "reject", saga_id, run, detail=detail)
 
     @app.post("/api/sagas/{saga_id}/retry", tags=["actions"])
     async def retry(saga_id: str, body: StepBody, request: Request) -> SagaView:

@@ -130,7 +130,8 @@ async def test_approve_with_the_hash_shown(api: httpx.AsyncClient, stack: Stack)
     )
     assert r.status_code == 200, r.text
     assert r.json()["state"]["approval"] == "approved"
-    assert r.json()["state"]["approval_note"] == "approved by ann"
+    # Who approved is who the token says, not the free-text "by" a client sends.
+    assert r.json()["state"]["approval_note"] == "approved by admin (SAGA_WEB_TOKEN)"
 
     done = await until(api, sid, lambda v: v["closed"])
     assert done["state"]["status"] == "completed"
@@ -151,7 +152,7 @@ async def test_reject(api: httpx.AsyncClient, stack: Stack) -> None:
     assert r.status_code == 200, r.text
     done = await until(api, sid, lambda v: v["closed"])
     assert done["state"]["status"] == "rejected"
-    assert done["outcome"] == "rejected: plan rejected: bob: too expensive"
+    assert done["outcome"] == "rejected: plan rejected: admin (SAGA_WEB_TOKEN): too expensive"
     assert effects.effects_of(stack.effects, sid) == []
 
 
@@ -399,7 +400,7 @@ async def test_without_the_token_401_and_nothing_changes(
         ]:
             r = await anonymous.request(method, path, json=body, headers=headers)
             assert r.status_code == 401, (method, path, r.text)
-            assert r.json() == {"detail": "operator token required"}
+            assert r.json() == {"detail": "a token is required (yours, or SAGA_WEB_TOKEN)"}
     page = await anonymous.get(f"/sagas/{sid}", headers={"Accept": "text/html"})
     assert page.status_code == 401
     assert 'action="/login"' in page.text

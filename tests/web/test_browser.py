@@ -191,4 +191,4 @@ async def test_list_page(page: Any, base_url: str, stack: Stack) -> None:
     await page.fill("#reject-reason", "not today")
     await page.click("#reject")
     outcome = page.locator("#outcome")
-    await expect(outcome).to_have_text("rejected: plan rejected: web operator: not today")
+    await expect(outcome).to_have_text("rejected: plan rejected: admin (SAGA_WEB_TOKEN): not today")

@@ -74,5 +74,5 @@ async def test_the_list_says_what_each_saga_did(page: Any, base_url: str, stack:
     await expect(page.locator("#status")).to_have_text("cancelled")
     await expect(page.locator("#decisions li")).to_have_count(1)
     await expect(page.locator("#decisions li")).to_contain_text(
-        "operator (SAGA_WEB_TOKEN) (web): cancel → done"
+        "admin (SAGA_WEB_TOKEN) (web): cancel → done"
     )
