@@ -20,7 +20,7 @@ from saga._settings import Settings
 from saga.cli._loading import UsageError, open_ledger
 from saga.cli._render import err, out
 
-MUTATIONS = frozenset({"start", "cancel", "approve", "reject", "retry", "resolve"})
+MUTATIONS = frozenset({"start", "cancel", "approve", "reject", "retry", "resolve", "people"})
 _SAID = {  # what of the command line the trail keeps (free text is masked when written)
     "mode": "mode",
     "agent": "agent",
@@ -29,6 +29,8 @@ _SAID = {  # what of the command line the trail keeps (free text is masked when 
     "reason": "reason",
     "note": "note",
     "by": "by",
+    "name": "person",
+    "role": "role",
 }
 
 
@@ -42,11 +44,14 @@ def _detail(args: argparse.Namespace) -> str | None:
 
 
 def _write(settings: Settings, args: argparse.Namespace, outcome: str) -> None:
+    verb = getattr(args, "people_command", None)
+    if verb == "list":
+        return  # reading the list decides nothing
     entry = AuditEntry(
         at=utcnow(),
         who=cli_identity(),
         via="cli",
-        action=args.command,
+        action=f"people {verb}" if verb else args.command,
         saga_id=getattr(args, "id", None),
         step_id=getattr(args, "step", None),
         outcome=outcome,

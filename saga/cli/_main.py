@@ -32,6 +32,7 @@ from saga.cli._commands import (
 )
 from saga.cli._list import cmd_list
 from saga.cli._loading import UsageError
+from saga.cli._people import add_parser as add_people_parser
 from saga.cli._render import err
 from saga.cli._serve import cmd_demo, cmd_dev, cmd_web, cmd_worker
 from saga.dev._examples import example_names
@@ -132,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=_positive, default=50)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
+
+    add_people_parser(sub)
 
     audit = sub.add_parser("audit", help="who decided what, when: the audit trail")
     audit.add_argument("--saga", help="only the decisions on this saga")

@@ -46,6 +46,19 @@
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
   const clock = () => new Date().toLocaleTimeString();
 
+  // Who is signed in, and what their role lets them do (buttons follow it).
+  let me = null;
+  const may = (permission) => Boolean(me && me.permissions.includes(permission));
+  async function loadMe() {
+    try {
+      me = (await api("/api/me")).data;
+      const who = $("#me");
+      if (who) who.textContent = `${me.name} · ${me.role}`;
+    } catch (_) {
+      me = null;
+    }
+  }
+
   function showMessage(text, isError = false) {
     const node = $("#message");
     node.textContent = text;
@@ -356,7 +369,10 @@
     retry.addEventListener("click", () => act("retry", { step_id: step.id }, `retrying the undo of ${step.id}`));
     resolve.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
       `undo of ${step.id} marked resolved`));
-    return el("div", { className: "step-actions" }, el("div", { className: "row" }, retry, resolve), note);
+    if (!may("retry") && !may("resolve")) return null;
+    return el("div", { className: "step-actions" },
+      el("div", { className: "row" }, may("retry") ? retry : null, may("resolve") ? resolve : null),
+      may("resolve") ? note : null);
   }
 
   function parkedButtons(step) {
@@ -366,7 +382,10 @@
     happened.addEventListener("click", () => act("resolve", { step_id: step.id, note: note.value || null },
       `${step.id} confirmed by you; the saga goes on`));
     again.addEventListener("click", () => act("retry", { step_id: step.id }, `${step.id} runs again`));
-    return el("div", { className: "step-actions" }, el("div", { className: "row" }, happened, again), note);
+    if (!may("retry") && !may("resolve")) return null;
+    return el("div", { className: "step-actions" },
+      el("div", { className: "row" }, may("resolve") ? happened : null, may("retry") ? again : null),
+      may("resolve") ? note : null);
   }
 
   function undoCell(step, view) {
@@ -418,12 +437,12 @@
     outcome.className = `outcome o-${state.status}`;
 
     const waiting = state.status === "awaiting_approval";
-    $("#actions").hidden = !view.can_cancel;
-    $("#cancel").hidden = !view.can_cancel;
+    $("#actions").hidden = !view.can_cancel || !may("cancel");
+    $("#cancel").hidden = !view.can_cancel || !may("cancel");
     $("#cancel-help").textContent = waiting
       ? "Cancel saga stops it without a decision on the plan: nothing has run yet, so nothing is undone. To refuse this plan, use Reject plan above."
       : "Cancel saga stops it: the steps that already ran are undone, last one first.";
-    $("#approval").hidden = !view.can_approve;
+    $("#approval").hidden = !view.can_approve || !may("approve");
     $("#plan-hash").textContent = state.plan_hash || "";
     $("#approve").dataset.planHash = state.plan_hash || "";
 
@@ -549,6 +568,8 @@
   }
 
   const page = document.body.dataset.page;
-  if (page === "list") startList();
-  if (page === "saga") startSagaPage();
+  loadMe().then(() => {
+    if (page === "list") startList();
+    if (page === "saga") startSagaPage();
+  });
 })();

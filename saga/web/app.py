@@ -96,12 +96,13 @@ def create_app(
     client_factory: ClientFactory | None = None,
     *,
     token: str | None = None,
+    brake: Brake | None = None,
 ) -> FastAPI:
     """The web app; it connects to Temporal (via ``client_factory``) on first use."""
     settings = settings or Settings()
     access = LedgerAccess(settings)
     guard = Guard(operator_token(token), access.people)
-    brake = Brake()
+    brake = brake or Brake()
     factory: ClientFactory = client_factory or (lambda: connect(settings))
     app = FastAPI(
         title="Saga",
