@@ -116,6 +116,15 @@ class ApprovalGate(Indexing):
                 f"stale plan hash {decision.plan_hash!r}: the plan is now "
                 f"{self._state.plan_hash!r}; review it again"
             )
+        starter = self._input.started_by
+        if self._policy.four_eyes:  # the person who started it cannot approve it
+            if decision.by is None:
+                raise ValueError("four eyes: the approval must say who approves")
+            if decision.by == starter:
+                raise ValueError(
+                    f"four eyes: {starter} started this saga and cannot approve it; "
+                    "another person must"
+                )
 
     @workflow.update
     def reject(self, decision: ApprovalDecision) -> SagaResult:

@@ -92,6 +92,12 @@ class SagaInput(BaseModel):
     request: str | None = None
     policy: Policy = Field(default_factory=Policy)
     mode: SagaMode = SagaMode.PLAN
+    started_by: str | None = Field(
+        None,
+        max_length=200,
+        description="Who started the saga (their identity: a person, or user@host of the "
+        "command line); with the policy's four_eyes they cannot approve it.",
+    )
     agent: str | None = Field(
         None,
         description="Act mode: the worker's own agent of that name "

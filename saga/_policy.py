@@ -53,6 +53,11 @@ class Policy(BaseModel):
     max_turns: int = Field(
         12, ge=1, le=50, description="Act mode: the agent's model calls (turns), at most."
     )
+    four_eyes: bool = Field(
+        False,
+        description="Whoever started a saga cannot approve it: approval needs a second "
+        "person (approvals carry the approver's identity).",
+    )
     max_replans: int = Field(
         1,
         ge=0,
@@ -98,6 +103,7 @@ def stricter(policy: Policy, floor: Policy) -> Policy:
         max_lookups=min(policy.max_lookups, floor.max_lookups),
         max_replans=min(policy.max_replans, floor.max_replans),
         max_turns=min(policy.max_turns, floor.max_turns),
+        four_eyes=policy.four_eyes or floor.four_eyes,
     )
 
 

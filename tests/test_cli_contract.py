@@ -308,9 +308,16 @@ def _listening() -> socket.socket:
         ),
         pytest.param(
             ["web", "--port", "{busy}"],
-            {"SAGA_WEB_TOKEN": "t"},
+            {"SAGA_WEB_TOKEN": "t" * 24},
             "--host/--port: cannot serve on 127.0.0.1:{busy} (Address already in use)",
             id="web-port-in-use",
+        ),
+        pytest.param(
+            ["web"],
+            {"SAGA_WEB_TOKEN": "secret"},
+            "SAGA_WEB_TOKEN: at least 16 characters (got 6); e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))'",
+            id="web-token-too-short",
         ),
         pytest.param(
             ["dev", "--port", "{busy}"],

@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from saga._audit import cli_identity
 from saga._catalog import catalog
 from saga._client import connect_client, saga_state, start_saga, update_saga
 from saga._limits import check_saga_input
@@ -52,7 +53,14 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         request = " ".join(args.request)
     else:
         raise UsageError("give a plan (--plan FILE) or a request in words")
-    saga_input = SagaInput(plan=plan, request=request, policy=policy, mode=mode, agent=args.agent)
+    saga_input = SagaInput(
+        plan=plan,
+        request=request,
+        policy=policy,
+        mode=mode,
+        agent=args.agent,
+        started_by=cli_identity(),
+    )
     check_saga_input(saga_input)
     if plan is not None:
         check_plan(plan, catalog, policy)
@@ -141,7 +149,7 @@ async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
     state = await saga_state(client, args.id)
     plan_hash = args.plan_hash or state.plan_hash
     result = await _update(
-        settings, args.id, "approve", ApprovalDecision(plan_hash=plan_hash, by=args.by)
+        settings, args.id, "approve", ApprovalDecision(plan_hash=plan_hash, by=cli_identity())
     )
     out.print(f"approved plan {plan_hash} of saga {args.id}")
     show(result, args.json)
@@ -149,7 +157,8 @@ async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_reject(args: argparse.Namespace, settings: Settings) -> int:
-    await _update(settings, args.id, "reject", ApprovalDecision(reason=args.reason, by=args.by))
+    decision = ApprovalDecision(reason=args.reason, by=cli_identity())
+    await _update(settings, args.id, "reject", decision)
     out.print(f"rejected the plan of saga {args.id}: {args.reason}")
     return 0
 

@@ -146,14 +146,18 @@ def parser() -> argparse.ArgumentParser:
     approve = sub.add_parser("approve", help="approve the plan waiting for approval")
     approve.add_argument("id")
     approve.add_argument("--plan-hash", help="the hash you reviewed (default: current)")
-    approve.add_argument("--by", default=None)
+    approve.add_argument(
+        "--by", default=None, help="a note for the audit trail (the approval records user@host)"
+    )
     approve.add_argument("--json", action="store_true")
     approve.set_defaults(func=cmd_approve)
 
     reject = sub.add_parser("reject", help="reject the plan waiting for approval")
     reject.add_argument("id")
     reject.add_argument("--reason", required=True)
-    reject.add_argument("--by", default=None)
+    reject.add_argument(
+        "--by", default=None, help="a note for the audit trail (the rejection records user@host)"
+    )
     reject.set_defaults(func=cmd_reject)
 
     for name, func, helptext in (

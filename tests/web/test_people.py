@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from saga import SagaError, SagaWorkflow
+from saga import Policy, SagaError, SagaInput, SagaWorkflow
 from saga._audit import trail
 from saga._people import People, Role
 from saga.web import create_app
 from saga.web._auth import Brake
-from tests.conftest import Stack, unique
+from tests.conftest import Stack, eventually, unique
 from tests.test_cli import saga
 from tests.web import TOKEN, apply, start, web_app
 from tests.web.browser import expect, shot
@@ -196,3 +196,52 @@ async def test_revoking_ends_a_session_at_once(http: httpx.AsyncClient, stack: S
     assert (await http.get("/api/sagas", headers=cookie)).status_code == 200
     await asyncio.to_thread(People(stack.ledger).revoke, name)
     assert (await http.get("/api/sagas", headers=cookie)).status_code == 401
+
+
+async def test_four_eyes_the_starter_cannot_approve(
+    http: httpx.AsyncClient, stack: Stack, tmp_path: Any
+) -> None:
+    ana, ana_token = person(stack, Role.APPROVER)
+    bo, bo_token = person(stack, Role.APPROVER)
+    sid = unique("four-eyes")
+    await stack.client.start_workflow(
+        SagaWorkflow.run,
+        SagaInput(
+            plan={"steps": [apply("a")]},
+            policy=Policy(approval="always", four_eyes=True),
+            started_by=ana,
+        ),
+        id=sid,
+        task_queue=stack.settings.task_queue,
+    )
+    view = await _until_awaiting(http, sid)
+    body = {"plan_hash": view["state"]["plan_hash"]}
+    own = await http.post(f"/api/sagas/{sid}/approve", json=body, headers=bearer(ana_token))
+    assert own.status_code == 409, own.text
+    assert f"four eyes: {ana} started this saga and cannot approve it" in own.json()["detail"]
+    other = await http.post(f"/api/sagas/{sid}/approve", json=body, headers=bearer(bo_token))
+    assert other.status_code == 200, other.text
+    assert other.json()["state"]["approval_note"] == f"approved by {bo}"
+
+    # From the command line: whoever started it (user@host) cannot approve it either.
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"approval": "always", "four_eyes": True}))
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"steps": [apply("b")]}))
+    cli_sid = unique("four-eyes-cli")
+    extra = {"SAGA_POLICY_FILE": str(policy)}
+    started = await saga(stack, "start", "--plan", str(plan), "--id", cli_sid, **extra)
+    assert started.returncode == 0, started.stderr
+    await _until_awaiting(http, cli_sid)
+    refused = await saga(stack, "approve", cli_sid)
+    assert refused.returncode == 2 and "four eyes: " in refused.stderr, refused.stderr
+    await stack.client.get_workflow_handle(cli_sid).cancel()
+
+
+async def _until_awaiting(http: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+    async def awaiting() -> dict[str, Any] | None:
+        view = (await http.get(f"/api/sagas/{sid}", headers=bearer(TOKEN))).json()
+        return view if view.get("can_approve") else None
+
+    found: dict[str, Any] = await eventually(awaiting)
+    return found
