@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from saga._audit import cli_identity
 from saga._catalog import catalog
@@ -141,7 +141,10 @@ async def _update(settings: Settings, saga_id: str, update: str, arg: Any) -> Sa
     try:
         return await update_saga(client, saga_id, update, arg)
     except WorkflowUpdateFailedError as exc:
-        raise UsageError(str(exc.cause or exc)) from None
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == "ValueError":
+            raise UsageError(cause.message) from None  # the saga's own words
+        raise UsageError(str(cause or exc)) from None
 
 
 async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
