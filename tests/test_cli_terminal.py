@@ -110,10 +110,12 @@ async def test_cancel_wait_stops_when_an_undo_needs_a_person(stack: Stack, tmp_p
     assert resolved.returncode == 0, resolved.stderr
     await eventually(lambda: _closed_as(stack.client, sid, WorkflowExecutionStatus.CANCELED))
     shown = await saga(stack, "status", sid)
-    assert (
-        shown.stdout.splitlines()[-1] == "cancelled: 0 steps compensated, 1 step resolved by hand"
-    )
-
+    lines = shown.stdout.splitlines()
+    # The outcome under the table, then the decisions that led there (the audit trail).
+    outcome = lines.index("cancelled: 0 steps compensated, 1 step resolved by hand")
+    assert lines[outcome + 1] == "decisions:"
+    decided = [ln.split(" (cli): ", 1)[1] for ln in lines[outcome + 2 :]]
+    assert decided[-2:] == ["cancel -> exit 1", "resolve step a -> done (note undone by hand)"]
 
 # -- Ctrl-C while waiting ---------------------------------------------------------------
 @pytest.mark.parametrize("tty", [False, True], ids=["piped", "terminal"])

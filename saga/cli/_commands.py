@@ -116,7 +116,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     show(result, args.json)
     if not args.json:
         for line in decision_lines(settings, args.id):
-            out.print(line, style="dim")
+            out.print(line, style="dim", soft_wrap=True)
     return exit_code(result)
 
 
