@@ -19,12 +19,14 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.middleware.base import RequestResponseEndpoint
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from saga._errors import SagaError
+from saga._metrics import waiting_now
 from saga._settings import Settings
 from saga._worker import connect
 from saga.web._auth import SAFE_METHODS, Guard, local_path, same_site
@@ -227,6 +229,16 @@ def create_app(
     async def get_saga(saga_id: str) -> SagaView:
         """The saga's live state (card numbers masked), its outcome and what can be done."""
         return await (await sagas()).view(saga_id)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus: the sagas waiting for a person now (needs attention, approval).
+
+        Guarded by the operator token like every other path: the issue asks for a viewer
+        token, and there are no roles yet to tell a viewer from an operator.
+        """
+        text = await waiting_now((await sagas()).client)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/sagas/{saga_id}/cancel", tags=["actions"])
     async def cancel(
