@@ -41,6 +41,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from saga._worker import close_activities, create_worker
 
     planner = agent_settings()
+    _check_metrics_port(settings)
     payload_keys(settings, create=True)  # once, in the data directory, unless configured
     ledger = open_ledger(settings)
     try:
@@ -80,6 +81,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     problem = _bind_problem("127.0.0.1", port)
     if problem is not None:  # else the worker would join whatever server holds the port
         raise UsageError(f"{'--port' if args.port else 'SAGA_DEV_SERVER_PORT'}: {problem}")
+    _check_metrics_port(settings)
     server = DevServer(port, settings.data_dir / "temporal.db")
     settings = settings.model_copy(update={"temporal_address": server.address})
     ledger = open_ledger(settings)  # the dev stack keeps the ledger URL
@@ -209,6 +211,15 @@ async def _web_for_dev(settings: Settings, port: int) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def _check_metrics_port(settings: Settings) -> None:
+    """Refuse at start, in one line, a metrics port the worker could not serve on."""
+    if settings.metrics_port is None:
+        return
+    problem = _bind_problem(settings.metrics_host, settings.metrics_port)
+    if problem is not None:
+        raise UsageError(f"SAGA_METRICS_PORT: {problem}")
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
