@@ -31,10 +31,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from saga._models import SagaOutcome, SagaStatus
+from saga._settings import Settings
 
 log = logging.getLogger("saga.metrics")
+_runtimes: dict[str, Runtime] = {}
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 FINAL_STATUSES = tuple(s.value for s in SagaStatus if s.final)
@@ -196,3 +199,21 @@ def serving_plugin(
             metrics.registry.unregister(waiting)
 
     return SimplePlugin("saga.metrics", run_context=serving)
+
+
+def sdk_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime whose Prometheus exporter serves the SDK's own metrics on
+    ``SAGA_TEMPORAL_METRICS_PORT`` (None when unset). The exporter binds when the runtime
+    is made and lives as long as the process, so there is one per address."""
+    if settings.temporal_metrics_port is None:
+        return None
+    address = f"{settings.metrics_host}:{settings.temporal_metrics_port}"
+    if address not in _runtimes:
+        exporter = PrometheusConfig(
+            bind_address=address,
+            counters_total_suffix=True,
+            unit_suffix=True,
+            durations_as_seconds=True,
+        )
+        _runtimes[address] = Runtime(telemetry=TelemetryConfig(metrics=exporter))
+    return _runtimes[address]

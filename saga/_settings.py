@@ -139,9 +139,16 @@ class Settings(BaseSettings):
         description="Port a worker serves its Prometheus metrics on (`/metrics`) while it "
         "runs; unset or empty: none.",
     )
+    temporal_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port `saga worker` serves the Temporal SDK's own metrics on (task "
+        "slots, polls, schedule-to-start latency; `/metrics`); unset or empty: none.",
+    )
     metrics_host: str = Field(
         "127.0.0.1",
-        description="Address the worker's metrics server binds (`0.0.0.0` to be scraped "
+        description="Address the worker's metrics servers bind (`0.0.0.0` to be scraped "
         "from another host or container).",
     )
     metrics_refresh_seconds: float = Field(
@@ -151,7 +158,7 @@ class Settings(BaseSettings):
         "waiting for a person (Temporal visibility), between scrapes.",
     )
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "temporal_metrics_port", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:
         return None if value == "" else value

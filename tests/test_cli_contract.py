@@ -319,6 +319,12 @@ def _listening() -> socket.socket:
             id="metrics-port-in-use",
         ),
         pytest.param(
+            ["worker"],
+            {"SAGA_TEMPORAL_METRICS_PORT": "{busy}"},
+            "SAGA_TEMPORAL_METRICS_PORT: cannot serve on 127.0.0.1:{busy} (Address already in use)",
+            id="temporal-metrics-port-in-use",
+        ),
+        pytest.param(
             ["dev", "--port", "{busy}"],
             {},
             "--port: cannot serve on 127.0.0.1:{busy} (Address already in use)",

@@ -6,6 +6,9 @@ parsed with prometheus_client's parser, as Prometheus reads it.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +19,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from saga import Ledger, SagaStatus, SagaWorkflow, Settings, create_worker, wait_saga
+from saga import (
+    Ledger,
+    SagaStatus,
+    SagaWorkflow,
+    Settings,
+    create_worker,
+    start_saga,
+    wait_saga,
+)
 from saga._metrics import SagaMetrics, waiting_query
 from saga._models import ApprovalDecision, OperatorAction, SagaOutcome
 from saga._worker import LedgerActivities
 from saga.dev._devserver import free_port
 from tests import effects
-from tests.conftest import Stack, eventually
+from tests.conftest import Stack, eventually, unique
+from tests.test_cli import ROOT, cli_env
 from tests.web import TOKEN, apply, start, web_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -194,3 +206,43 @@ def generate(metrics: SagaMetrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+async def test_saga_worker_serves_its_metrics_and_the_sdks(stack: Stack, tmp_path: Path) -> None:
+    """`saga worker` with both ports set: ours, and the Temporal SDK's own exporter."""
+    ours, sdk = free_port(), free_port()
+    queue = unique("metrics-cli")
+    env = cli_env(
+        stack,
+        SAGA_TASK_QUEUE=queue,
+        SAGA_DATA_DIR=str(tmp_path / "data"),
+        SAGA_METRICS_PORT=str(ours),
+        SAGA_TEMPORAL_METRICS_PORT=str(sdk),
+    )
+    log = tmp_path / "worker.log"
+    with log.open("w") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "saga", "worker"], env=env, cwd=ROOT, stdout=sink, stderr=sink
+        )
+    try:
+        await eventually(lambda: "worker polling" in log.read_text(), timeout=90)
+        sid = unique("metrics-cli")
+        await start_saga(stack.client, {"steps": [apply("a")]}, saga_id=sid, task_queue=queue)
+        assert (await wait_saga(stack.client, sid)).status == SagaStatus.COMPLETED
+        samples = await scrape(f"http://127.0.0.1:{ours}/metrics")
+        sdk_samples = await scrape(f"http://127.0.0.1:{sdk}/metrics")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=60)
+    assert value(samples, "saga_sagas_total", status="completed") == 1
+    step = "saga_step_duration_seconds_count"
+    assert value(samples, step, action="effects.apply", outcome="succeeded") == 1
+    completed = [
+        v
+        for (name, labels), v in sdk_samples.items()
+        if name == "temporal_workflow_completed_total" and ("task_queue", queue) in labels
+    ]
+    assert completed == [1]
+    assert any(
+        name == "temporal_activity_execution_latency_seconds_count" for name, _ in sdk_samples
+    )
