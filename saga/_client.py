@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from saga._cards import tokenize_cards
@@ -24,13 +25,15 @@ WORKFLOW = "SagaWorkflow"
 STATE_QUERY = "state"
 
 
-async def connect_client(settings: Settings) -> Client:
+async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A light client for operating on sagas (no worker plugins); speaks pydantic, and
-    encrypts and decrypts payloads with the payload keys."""
+    encrypts and decrypts payloads with the payload keys. ``runtime``: the Temporal
+    runtime (default: the SDK's own)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=data_converter(payload_keys(settings)),
+        runtime=runtime,
     )
 
 

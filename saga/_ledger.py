@@ -347,16 +347,23 @@ class Ledger(LedgerReads):
         error: str | None = None,
         request: str | None = None,
         plan: Any = None,
-    ) -> None:
+    ) -> bool:
+        """Record the saga's status; True when this call changed it (False when it was
+        already recorded, e.g. by an earlier attempt of the same record)."""
+        params = {
+            "sid": saga_id,
+            "st": status,
+            "err": seal_text(self.keys, error, "error", saga_id),
+            "req": seal_text(self.keys, request, "request", saga_id),
+            "pln": seal_json(self.keys, plan, "plan", saga_id),
+            "now": utcnow(),
+        }
+        w = self._w
+        # Each statement stands alone: two records racing, one of them changes the status.
         with self._writing(single=True) as conn:
-            conn.execute(
-                self._w.record_saga,
-                {
-                    "sid": saga_id,
-                    "st": status,
-                    "err": seal_text(self.keys, error, "error", saga_id),
-                    "req": seal_text(self.keys, request, "request", saga_id),
-                    "pln": seal_json(self.keys, plan, "plan", saga_id),
-                    "now": utcnow(),
-                },
-            )
+            if conn.execute(w.change_saga_status, params).first() is not None:
+                return True
+            if conn.execute(w.insert_saga, params).first() is not None:
+                return True
+            conn.execute(w.update_saga, params)
+        return False

@@ -229,14 +229,24 @@ class Writes:
             created_at=bindparam("now"),
             updated_at=bindparam("now"),
         )
-        # A request or plan not given (None) keeps the one already recorded.
-        self.record_saga = upsert.on_conflict_do_update(
-            index_elements=[sagas.c.saga_id],
-            set_={
-                "status": upsert.excluded.status,
-                "error": upsert.excluded.error,
-                "updated_at": upsert.excluded.updated_at,
-                "request": func.coalesce(upsert.excluded.request, sagas.c.request),
-                "plan": func.coalesce(upsert.excluded.plan, sagas.c.plan),
-            },
+        # A saga's record, in steps that tell whether its status changed (a retried record
+        # changes nothing): the update of another status, else the insert of a new row,
+        # else the update of the same status. A request or plan not given (None) keeps
+        # the one already recorded.
+        # RETURNING tells what was written (an insert's rowcount is -1 on PostgreSQL).
+        self.insert_saga = upsert.on_conflict_do_nothing().returning(sagas.c.saga_id)
+        saga_update = (
+            update(sagas)
+            .where(sagas.c.saga_id == bindparam("sid"))
+            .values(
+                status=bindparam("st"),
+                error=bindparam("err"),
+                updated_at=bindparam("now"),
+                request=func.coalesce(bindparam("req"), sagas.c.request),
+                plan=func.coalesce(bindparam("pln", type_=JSON(none_as_null=True)), sagas.c.plan),
+            )
         )
+        self.change_saga_status = saga_update.where(sagas.c.status != bindparam("st")).returning(
+            sagas.c.saga_id
+        )
+        self.update_saga = saga_update

@@ -353,3 +353,5 @@ class SagaOutcome(BaseModel):
     request: str | None = None
     plan: Any = None
     at: datetime | None = None
+    model_calls: int = Field(0, description="The saga's model calls so far (for metrics).")
+    tokens: int = Field(0, description="Tokens those calls used (for metrics).")

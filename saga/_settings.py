@@ -132,6 +132,37 @@ class Settings(BaseSettings):
         "wait on the server, where other workers can take them.",
     )
 
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port a worker serves its Prometheus metrics on (`/metrics`) while it "
+        "runs; unset or empty: none.",
+    )
+    temporal_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port `saga worker` serves the Temporal SDK's own metrics on (task "
+        "slots, polls, schedule-to-start latency; `/metrics`); unset or empty: none.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's metrics servers bind (`0.0.0.0` to be scraped "
+        "from another host or container).",
+    )
+    metrics_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How often a worker with metrics counts the sagas of its task queue "
+        "waiting for a person (Temporal visibility), between scrapes.",
+    )
+
+    @field_validator("metrics_port", "temporal_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:

@@ -40,6 +40,7 @@ from saga._errors import StepAlreadyCompensated
 from saga._faults import Faults, LostResponse
 from saga._ledger import Ledger
 from saga._ledger_schema import utcnow
+from saga._metrics import SagaMetrics
 from saga._models import Retry
 from saga._step_context import StepContext, _current, current_step, uncertain
 from saga._step_failures import (
@@ -148,12 +149,18 @@ def _result_model(fn: Callable[..., Any], compensating: bool) -> type[BaseModel]
 
 class _StepInbound(ActivityInboundInterceptor):
     def __init__(
-        self, next: ActivityInboundInterceptor, ledger: Ledger, cat: Catalog, faults: Faults
+        self,
+        next: ActivityInboundInterceptor,
+        ledger: Ledger,
+        cat: Catalog,
+        faults: Faults,
+        metrics: SagaMetrics,
     ) -> None:
         super().__init__(next)
         self._ledger = ledger
         self._catalog = cat
         self._faults = faults
+        self._metrics = metrics
         self._models: dict[tuple[Any, bool], type[BaseModel] | None] = {}
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
@@ -254,7 +261,8 @@ class _StepInbound(ActivityInboundInterceptor):
         token = _current.set(self._context(step, prior.external_id if prior else None))
         try:
             async with _heartbeating(step.heartbeat_timeout):
-                result = await super().execute_activity(input)
+                with self._metrics.timing(step.action, compensating=False):
+                    result = await super().execute_activity(input)
             lose = self._faults.lose_response.get(step.action, 0)
             if step.round == 0 and lose >= info.attempt:
                 raise LostResponse(f"injected fault: response of {key} lost")
@@ -315,7 +323,8 @@ class _StepInbound(ActivityInboundInterceptor):
             async with _heartbeating(step.heartbeat_timeout):
                 if claim is not None and claim.in_flight_until is not None:
                     await self._until_landed(key, claim.in_flight_until, step.timeout)
-                result = await super().execute_activity(input)
+                with self._metrics.timing(step.action, compensating=True):
+                    result = await super().execute_activity(input)
         except BaseException as exc:
             gave_up = await self._failed(
                 exc, retry, ledger.finish_compensation, key, "failed", None
@@ -338,14 +347,19 @@ class LedgerInterceptor(Interceptor):
     side it sends each step's identity to its activity in the ``saga-step`` header."""
 
     def __init__(
-        self, ledger: Ledger, cat: Catalog = catalog, faults: Faults | None = None
+        self,
+        ledger: Ledger,
+        cat: Catalog = catalog,
+        faults: Faults | None = None,
+        metrics: SagaMetrics | None = None,
     ) -> None:
         self._ledger = ledger
         self._catalog = cat
         self._faults = faults or Faults({})
+        self._metrics = metrics or SagaMetrics()
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _StepInbound(next, self._ledger, self._catalog, self._faults)
+        return _StepInbound(next, self._ledger, self._catalog, self._faults, self._metrics)
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput

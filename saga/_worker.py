@@ -30,6 +30,7 @@ from saga._errors import SagaError
 from saga._faults import Faults
 from saga._index import Availability
 from saga._ledger import Ledger
+from saga._metrics import SagaMetrics, serving_plugin
 from saga._models import CheckedPlan, CheckInput, SagaOutcome, WorkerCapabilities
 from saga._plan_check import CHECK_PLAN, answer_check
 from saga._planning import WORKER_CAPABILITIES
@@ -47,12 +48,13 @@ from saga.planner._agents import AgentFactory, offer
 class LedgerActivities:
     """The saga's own bookkeeping, run as a local activity."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, metrics: SagaMetrics | None = None) -> None:
         self._ledger = ledger
+        self._metrics = metrics
 
     @activity.defn(name=RECORD_SAGA)
     async def record_saga_outcome(self, outcome: SagaOutcome) -> None:
-        await self._ledger.call(
+        changed = await self._ledger.call(
             functools.partial(
                 self._ledger.record_saga,
                 outcome.saga_id,
@@ -62,6 +64,9 @@ class LedgerActivities:
                 plan=outcome.plan,
             )
         )
+        # Counted once per saga: a retried record of the same status changes nothing.
+        if changed and outcome.status.final and self._metrics is not None:
+            self._metrics.saga_closed(outcome)
 
 
 class Capabilities:
@@ -207,6 +212,7 @@ def create_worker(
     agent_settings: AgentSettings | None = None,
     extra_workflows: Sequence[type] = (),
     agents: Mapping[str, AgentFactory] | None = None,
+    metrics: SagaMetrics | None = None,
     **worker_options: Any,
 ) -> Worker:
     """A worker for the saga workflow, the catalog's activities, the ledger and the model.
@@ -225,6 +231,9 @@ def create_worker(
     sagas started with ``agent=<name>`` (``saga start --mode act --agent NAME``): each a
     factory ``(tools, instructions) -> Agent`` given the saga's tools (see
     :mod:`saga.planner._agents`). Every worker of the task queue offers the same ones.
+
+    ``metrics``: where this worker counts (default: a registry of its own); with
+    ``SAGA_METRICS_PORT`` set they are served on ``/metrics`` while the worker runs.
 
     ``activities=[]`` makes a workflow-only worker: it polls no activity tasks (its saga
     outcome record runs as a local activity), so steps, compensations and model calls go
@@ -252,7 +261,20 @@ def create_worker(
     caps = Capabilities(acts if acts or not workflows else None, worker_policy(settings), client)
     acts.append(caps.worker_capabilities)
     acts.append(caps.check_plan)
-    acts.append(LedgerActivities(ledger).record_saga_outcome)
+    metrics = metrics or SagaMetrics()
+    acts.append(LedgerActivities(ledger, metrics).record_saga_outcome)
+    if settings.metrics_port is not None:
+        worker_options["plugins"] = [
+            *worker_options.get("plugins", ()),
+            serving_plugin(
+                metrics,
+                client,
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+                task_queue=settings.task_queue,
+                refresh_every=settings.metrics_refresh_seconds,
+            ),
+        ]
     # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
     # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.
     worker_options.setdefault("max_heartbeat_throttle_interval", timedelta(seconds=1))
@@ -272,7 +294,7 @@ def create_worker(
         interceptors=[
             # Tracing first, so an activity's span includes its ledger writes.
             *worker_tracing_interceptors(client, settings),
-            LedgerInterceptor(ledger, faults=Faults.parse(settings.faults)),
+            LedgerInterceptor(ledger, faults=Faults.parse(settings.faults), metrics=metrics),
         ],
         # For synchronous actions; its threads start only when needed.
         activity_executor=ThreadPoolExecutor(worker_options["max_concurrent_activities"]),

@@ -347,6 +347,8 @@ class SagaWorkflow(Acting):
                     error=self._state.error,
                     request=self._input.request,
                     plan=self._input.plan,
+                    model_calls=self._state.model_calls,
+                    tokens=self._state.tokens,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
             )

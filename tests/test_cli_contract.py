@@ -320,6 +320,18 @@ def _listening() -> socket.socket:
             id="web-token-too-short",
         ),
         pytest.param(
+            ["worker"],
+            {"SAGA_METRICS_PORT": "{busy}"},
+            "SAGA_METRICS_PORT: cannot serve on 127.0.0.1:{busy} (Address already in use)",
+            id="metrics-port-in-use",
+        ),
+        pytest.param(
+            ["worker"],
+            {"SAGA_TEMPORAL_METRICS_PORT": "{busy}"},
+            "SAGA_TEMPORAL_METRICS_PORT: cannot serve on 127.0.0.1:{busy} (Address already in use)",
+            id="temporal-metrics-port-in-use",
+        ),
+        pytest.param(
             ["dev", "--port", "{busy}"],
             {},
             "--port: cannot serve on 127.0.0.1:{busy} (Address already in use)",
@@ -337,7 +349,7 @@ async def test_bad_settings_and_arguments_are_one_line(
             *(a.format(busy=port) for a in args),
             SAGA_DATA_DIR=str(tmp_path / "data"),
             timeout=60,
-            **settings,
+            **{k: v.format(busy=port) for k, v in settings.items()},
         )
     assert_refused(proc, line.format(busy=port))
     assert "s3cret" not in proc.stderr

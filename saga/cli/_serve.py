@@ -38,14 +38,16 @@ async def _run_until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from saga._metrics import sdk_runtime
     from saga._worker import close_activities, create_worker
 
     planner = agent_settings()
+    _check_metrics_port(settings)
     payload_keys(settings, create=True)  # once, in the data directory, unless configured
     ledger = open_ledger(settings)
     try:
         acts = load_activities(settings)
-        client = await connect_client(settings)
+        client = await connect_client(settings, sdk_runtime(settings))
     except BaseException:
         ledger.close()
         raise
@@ -80,6 +82,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     problem = _bind_problem("127.0.0.1", port)
     if problem is not None:  # else the worker would join whatever server holds the port
         raise UsageError(f"{'--port' if args.port else 'SAGA_DEV_SERVER_PORT'}: {problem}")
+    _check_metrics_port(settings, sdk=False)
     server = DevServer(port, settings.data_dir / "temporal.db")
     settings = settings.model_copy(update={"temporal_address": server.address})
     ledger = open_ledger(settings)  # the dev stack keeps the ledger URL
@@ -209,6 +212,18 @@ async def _web_for_dev(settings: Settings, port: int) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def _check_metrics_port(settings: Settings, sdk: bool = True) -> None:
+    """Refuse at start, in one line, a metrics port the worker could not serve on
+    (``sdk``: the Temporal SDK's too, which only `saga worker` serves)."""
+    ports = {"SAGA_METRICS_PORT": settings.metrics_port}
+    if sdk:
+        ports["SAGA_TEMPORAL_METRICS_PORT"] = settings.temporal_metrics_port
+    for name, port in ports.items():
+        problem = None if port is None else _bind_problem(settings.metrics_host, port)
+        if problem is not None:
+            raise UsageError(f"{name}: {problem}")
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.middleware.base import RequestResponseEndpoint
 from temporalio.client import Client
@@ -27,6 +28,7 @@ from temporalio.service import RPCError
 from saga._audit import AuditEntry
 from saga._errors import SagaError
 from saga._ledger_schema import utcnow
+from saga._metrics import waiting_now
 from saga._people import Person
 from saga._settings import Settings
 from saga._worker import connect
@@ -267,6 +269,13 @@ def create_app(
     async def get_saga(saga_id: str) -> SagaView:
         """The saga's live state (card numbers masked), its outcome and what can be done."""
         return await (await sagas()).view(saga_id)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus: the sagas waiting for a person now (needs attention, approval);
+        any role may read it (a viewer's token is enough)."""
+        text = await waiting_now((await sagas()).client)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/sagas/{saga_id}/cancel", tags=["actions"])
     async def cancel(
