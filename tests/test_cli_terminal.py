@@ -117,6 +117,7 @@ async def test_cancel_wait_stops_when_an_undo_needs_a_person(stack: Stack, tmp_p
     decided = [ln.split(" (cli): ", 1)[1] for ln in lines[outcome + 2 :]]
     assert decided[-2:] == ["cancel -> exit 1", "resolve step a -> done (note undone by hand)"]
 
+
 # -- Ctrl-C while waiting ---------------------------------------------------------------
 @pytest.mark.parametrize("tty", [False, True], ids=["piped", "terminal"])
 @pytest.mark.parametrize("command", ["start", "watch", "cancel"])
