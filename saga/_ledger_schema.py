@@ -138,6 +138,18 @@ class WebSessionRecord(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class AlertRecord(Base):
+    """An alert claimed (and then sent) for one event, once (migration 0007)."""
+
+    __tablename__ = "saga_alert"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    saga_id: Mapped[str] = mapped_column(String(200), index=True)
+    event: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
 STEPS = cast(Table, StepRecord.__table__)
 SAGAS = cast(Table, SagaRecord.__table__)
 

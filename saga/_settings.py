@@ -151,6 +151,20 @@ class Settings(BaseSettings):
         description="Address the worker's metrics servers bind (`0.0.0.0` to be scraped "
         "from another host or container).",
     )
+    alert_webhook_url: str | None = Field(
+        None,
+        description="Alerts (a saga needing a person, an approval waiting too long) are "
+        "POSTed here as JSON, retried; each once per event.",
+    )
+    alert_email: str | None = Field(
+        None, description="Alerts are also emailed here (through SAGA_SMTP_HOST/PORT)."
+    )
+    alert_approval_after_seconds: float = Field(
+        3600.0, gt=0, description="An approval waiting longer than this alerts."
+    )
+    alert_poll_seconds: float = Field(
+        10.0, gt=0, description="How often a worker with alerts looks for new events."
+    )
     metrics_refresh_seconds: float = Field(
         15.0,
         gt=0,

@@ -24,6 +24,7 @@ from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from saga._alerts import alerting_plugin
 from saga._catalog import activity_name, catalog
 from saga._codec import converter_keys, data_converter, payload_keys
 from saga._errors import SagaError
@@ -274,6 +275,11 @@ def create_worker(
                 task_queue=settings.task_queue,
                 refresh_every=settings.metrics_refresh_seconds,
             ),
+        ]
+    if settings.alert_webhook_url or settings.alert_email:
+        worker_options["plugins"] = [
+            *worker_options.get("plugins", ()),
+            alerting_plugin(client, ledger, settings),
         ]
     # Steps beat every heartbeat time-out / 4 (see saga._step); send them at that pace
     # rather than at 80% of the time-out, so a loaded worker keeps a wide margin.
