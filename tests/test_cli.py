@@ -186,10 +186,10 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
     env.pop("SAGA_DATABASE_URL")
     env.pop("SAGA_PAYLOAD_KEYS")
     env["SAGA_TASK_QUEUE"] = "saga-dev-test"
-    web_port = free_port()
     log = tmp_path / "dev.out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "saga", "dev", "--port", str(port), "--web-port", str(web_port)],
+        # --web-port 0: any free port, and the link printed says which.
+        [sys.executable, "-m", "saga", "dev", "--port", str(port), "--web-port", "0"],
         env=env,
         cwd=ROOT,
         stdout=log.open("w"),
@@ -263,9 +263,11 @@ async def test_saga_dev_runs_and_stops_cleanly(stack: Stack, tmp_path: Path) -> 
         assert "4242424242424242" not in order.stdout and "ana@" not in order.stdout
         # The web app came up too, behind a generated operator token.
         url = await eventually(
-            lambda: re.search(r"http://127\.0\.0\.1:\d+/login\?token=\S+", log.read_text()),
+            lambda: re.search(r"http://127\.0\.0\.1:(\d+)/login\?token=\S+", log.read_text()),
             timeout=60,
         )
+        web_port = int(url.group(1))
+        assert web_port != 0
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{web_port}/api/sagas")).status_code == 401
             login = await http.get(url.group(0), follow_redirects=True)

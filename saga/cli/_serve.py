@@ -200,7 +200,7 @@ async def _web_for_dev(settings: Settings, port: int) -> AsyncIterator[str]:
     from saga.web.app import create_app
 
     token = os.environ.get("SAGA_WEB_TOKEN") or secrets.token_urlsafe(18)
-    if not _port_free(port):
+    if port == 0 or not _port_free(port):  # 0: any free port, named in the link
         port = free_port()
     app = create_app(settings, token=token)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
