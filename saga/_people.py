@@ -131,38 +131,29 @@ class People:
 
     def revoke(self, name: str) -> None:
         """Revoke ``name``: their token stops working and their logins end."""
-        now = utcnow()
-        with self._engine.begin() as conn:
-            done = conn.execute(
-                update(PEOPLE)
-                .where(PEOPLE.c.name == name, PEOPLE.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            ).rowcount
-            conn.execute(
-                update(SESSIONS)
-                .where(SESSIONS.c.person == name, SESSIONS.c.ended_at.is_(None))
-                .values(ended_at=now)
-            )
-        if not done:
-            raise PeopleError(f"no active person {name!r}")
+        self._change_ending_logins(name, revoked_at=utcnow())
 
     def rotate(self, name: str) -> str:
         """A new token for ``name``; the old one stops working and their logins end."""
-        token, now = new_token(), utcnow()
+        token = new_token()
+        self._change_ending_logins(name, token_hash=digest(token), rotated_at=utcnow())
+        return token
+
+    def _change_ending_logins(self, name: str, **values: object) -> None:
+        """Change an active person's row and end their logins, in one transaction."""
         with self._engine.begin() as conn:
             done = conn.execute(
                 update(PEOPLE)
                 .where(PEOPLE.c.name == name, PEOPLE.c.revoked_at.is_(None))
-                .values(token_hash=digest(token), rotated_at=now)
+                .values(**values)
             ).rowcount
             conn.execute(
                 update(SESSIONS)
                 .where(SESSIONS.c.person == name, SESSIONS.c.ended_at.is_(None))
-                .values(ended_at=now)
+                .values(ended_at=utcnow())
             )
         if not done:
             raise PeopleError(f"no active person {name!r}")
-        return token
 
     def by_token(self, token: str) -> Person | None:
         """The active person whose token this is."""
