@@ -98,6 +98,8 @@ class ActionSpec:
     input_model: type[BaseModel]
     output_model: type[BaseModel] | None
     compensation: str | None = None
+    undo: str | None = None
+    """What the compensation does, in plain words (its docstring's first paragraph)."""
     delivery: Delivery = Delivery.EXACTLY_ONCE
     start_to_close_timeout: timedelta = timedelta(seconds=60)
     heartbeat_timeout: timedelta | None = DEFAULT_HEARTBEAT_TIMEOUT
@@ -131,6 +133,7 @@ class ActionSpec:
             "kind": self.kind.value,
             "description": self.description,
             "compensation": self.compensation,
+            "undo": self.undo,
             "delivery": self.delivery.value,
             "args_schema": self.input_model.model_json_schema(),
         }

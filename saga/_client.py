@@ -15,10 +15,12 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from saga._cards import tokenize_cards
+from saga._catalog import catalog
 from saga._codec import data_converter, payload_keys
 from saga._errors import SagaError
 from saga._limits import check_saga_input
 from saga._models import SagaInput, SagaResult, SagaStatus
+from saga._plan import check_plan
 from saga._settings import Settings
 
 WORKFLOW = "SagaWorkflow"
@@ -38,6 +40,16 @@ async def connect_client(settings: Settings, runtime: Runtime | None = None) -> 
 
 
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+
+
+def check_start(inp: SagaInput) -> None:
+    """What every starter (the CLI, the MCP server) checks before anything is sent: the
+    input's sizes, and a plan against the catalog and the input's policy. Raises
+    :class:`~saga.InputRejected`, :class:`~saga.PlanRejected` or
+    :class:`~saga.PolicyBreached`; the worker checks again, with its own floor."""
+    check_saga_input(inp)
+    if inp.plan is not None:
+        check_plan(inp.plan, catalog, inp.policy)
 
 
 async def start_saga(

@@ -100,6 +100,11 @@ class StepOptions:
         }
 
 
+def _first_paragraph(fn: Callable[..., Any]) -> str:
+    """A function's docstring, first paragraph, on one line: its words for people."""
+    return " ".join(inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0].split())
+
+
 def _check_compensation(compensation: Callable[..., Any]) -> str:
     name = activity_name(compensation)
     params = [p for p in inspect.signature(compensation).parameters if p != "self"]
@@ -127,6 +132,7 @@ def _declare(
             input_model=inp,
             output_model=out,
             compensation=None if compensation is None else _check_compensation(compensation),
+            undo=None if compensation is None else _first_paragraph(compensation),
             **options.spec_fields(),
         )
     )
@@ -191,7 +197,10 @@ def compensates(
                 f"{getattr(fn, '__qualname__', fn)!r} compensates {forward_name!r}, "
                 "which is not declared @compensable"
             )
-        changes: dict[str, Any] = {"compensation": _check_compensation(fn)}
+        changes: dict[str, Any] = {
+            "compensation": _check_compensation(fn),
+            "undo": _first_paragraph(fn),
+        }
         if timeout is not None:
             changes["compensation_timeout"] = timeout
         if retry_policy is not None:

@@ -5,10 +5,10 @@ printed once when the person is added or their token rotated, and stored only as
 SHA-256 (a random token needs no slow hash: there is nothing to guess from). The web
 app's logins are sessions of their own, ended by logout, expiry or revocation.
 
-Roles, least privilege: a ``viewer`` reads; an ``operator`` also cancels, retries and
-resolves; an ``approver`` also approves, rejects and edits plans waiting for approval;
-an ``admin`` may do everything and manages people. The single ``SAGA_WEB_TOKEN`` of
-existing setups keeps working as a bootstrap admin.
+Roles, least privilege: a ``viewer`` reads; an ``operator`` also starts sagas (through
+the MCP server), cancels, retries and resolves; an ``approver`` also approves, rejects
+and edits plans waiting for approval; an ``admin`` may do everything and manages people.
+The single ``SAGA_WEB_TOKEN`` of existing setups keeps working as a bootstrap admin.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Role(enum.StrEnum):
 
 class Permission(enum.StrEnum):
     READ = "read"
+    START = "start"
     CANCEL = "cancel"
     RETRY = "retry"
     RESOLVE = "resolve"
@@ -55,7 +56,7 @@ class Permission(enum.StrEnum):
     PEOPLE = "people"
 
 
-_OPERATE = {Permission.CANCEL, Permission.RETRY, Permission.RESOLVE}
+_OPERATE = {Permission.START, Permission.CANCEL, Permission.RETRY, Permission.RESOLVE}
 _APPROVE = {Permission.APPROVE, Permission.REJECT, Permission.EDIT}
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.READ}),

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         description="Address the worker's metrics servers bind (`0.0.0.0` to be scraped "
         "from another host or container).",
     )
+    web_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Where people open the web app (`saga web`): the saga pages that the "
+        "MCP server's answers link to, e.g. for an approval.",
+    )
     alert_webhook_url: str | None = Field(
         None,
         description="Alerts (a saga needing a person, an approval waiting too long) are "

@@ -15,8 +15,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from saga._audit import cli_identity
 from saga._catalog import catalog
-from saga._client import connect_client, saga_state, start_saga, update_saga
-from saga._limits import check_saga_input
+from saga._client import check_start, connect_client, saga_state, start_saga, update_saga
 from saga._models import (
     ApprovalDecision,
     OperatorAction,
@@ -25,7 +24,6 @@ from saga._models import (
     SagaResult,
     SagaStatus,
 )
-from saga._plan import check_plan
 from saga._problems import read_json_file, system_problem
 from saga._settings import Settings
 from saga.cli._audited import decision_lines
@@ -61,9 +59,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         agent=args.agent,
         started_by=cli_identity(),
     )
-    check_saga_input(saga_input)
-    if plan is not None:
-        check_plan(plan, catalog, policy)
+    check_start(saga_input)
     client = await connect_client(settings)
     try:
         await start_saga(

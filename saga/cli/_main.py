@@ -34,7 +34,7 @@ from saga.cli._list import cmd_list
 from saga.cli._loading import UsageError
 from saga.cli._people import add_parser as add_people_parser
 from saga.cli._render import err
-from saga.cli._serve import cmd_demo, cmd_dev, cmd_web, cmd_worker
+from saga.cli._serve import cmd_demo, cmd_dev, cmd_mcp, cmd_web, cmd_worker
 from saga.dev._examples import example_names
 
 
@@ -79,6 +79,15 @@ def parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=_port, default=8080)
     web.add_argument("--token", help="operator token (default: SAGA_WEB_TOKEN)")
     web.set_defaults(func=cmd_web)
+
+    mcp = sub.add_parser(
+        "mcp", help="serve the catalog and sagas to MCP clients (stdio, or --http with a token)"
+    )
+    mcp.add_argument("--http", action="store_true", help="streamable HTTP instead of stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="with --http (default 127.0.0.1)")
+    mcp.add_argument("--port", type=_port, default=8765, help="with --http (default 8765)")
+    mcp.add_argument("--token", help="with --http: bootstrap token (default: SAGA_WEB_TOKEN)")
+    mcp.set_defaults(func=cmd_mcp)
 
     watch = sub.add_parser("watch", help="follow a saga live until it ends")
     watch.add_argument("id")

@@ -1,5 +1,5 @@
 """The commands that run until stopped: a worker, the dev stack (`saga dev`, `saga
-demo`) and the web app.
+demo`), the web app and the MCP server.
 """
 
 from __future__ import annotations
@@ -186,6 +186,33 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         raise UsageError(f"--host/--port: {problem}")
     serve(settings, args.host, args.port, args.token)
+    return 0
+
+
+async def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """Over stdio until the client closes it; over HTTP until Ctrl-C / SIGTERM."""
+    from saga.mcp._serving import operations, serve_stdio, serving_http
+
+    operations(settings)  # a catalog or policy that cannot load: one line, before serving
+    if not args.http:
+        if args.token:
+            raise UsageError("--token is for --http; over stdio the server runs as you")
+        await serve_stdio(settings)
+        return 0
+    from saga.web.app import operator_token
+
+    token = operator_token(args.token)
+    problem = _bind_problem(args.host, args.port)
+    if problem is not None:
+        raise UsageError(f"--host/--port: {problem}")
+
+    async def run(stop: asyncio.Event) -> None:
+        async with serving_http(settings, args.host, args.port, token) as url:
+            err.print(f"saga mcp on {url} (Authorization: Bearer SAGA_WEB_TOKEN or a person's "
+                      "token); Ctrl-C stops it")  # fmt: skip
+            await stop.wait()
+
+    await _run_until_signal(run)
     return 0
 
 
