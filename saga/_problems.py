@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
-from saga._errors import Refused
+from saga._errors import PlanRejected, Refused
 from saga._limits import MAX_FILE_BYTES, MAX_JSON_DEPTH
 from saga._policy import Policy
 from saga._settings import Settings
@@ -66,6 +67,21 @@ def model_problems(where: object, exc: ValidationError) -> list[str]:
         field = ".".join(str(p) for p in error["loc"])
         problems.append(f"{where}: {field + ': ' if field else ''}{error['msg']}")
     return problems
+
+
+def problem_lines(exc: BaseException) -> list[str]:
+    """What was refused, one line per problem, as the command line and the MCP server
+    say it: a rejected plan's problems, a refusal's, a model's validation errors, a
+    Temporal refusal, or the error's own text on one line."""
+    if isinstance(exc, PlanRejected):
+        return [f"plan rejected: {problem}" for problem in exc.problems]
+    if isinstance(exc, Refused):
+        return list(exc.problems)
+    if isinstance(exc, ValidationError):
+        return model_problems(exc.title, exc)
+    if isinstance(exc, RPCError):
+        return [f"Temporal refused: {exc.message}"]
+    return [" ".join(str(exc).splitlines())]
 
 
 def read_policy_file(path: Path) -> Policy:

@@ -20,7 +20,7 @@ from saga._audit import AuditEntry, record, trail
 from saga._ledger_schema import utcnow
 from tests import effects
 from tests.conftest import Stack, eventually, unique
-from tests.pgdb import pg_database
+from tests.pgdb import ledger_on
 from tests.test_cli import saga, write_plan
 from tests.web import TOKEN, apply, start, web_app
 
@@ -29,15 +29,8 @@ ME = f"{getpass.getuser()}@{socket.gethostname()}"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with ledger_on(request.param, tmp_path, "saga_audit") as ledger:
         yield ledger
-        ledger.close()
-        return
-    with pg_database("saga_audit") as url:
-        ledger = Ledger(url)
-        yield ledger
-        ledger.close()
 
 
 def test_the_trail_is_append_only_and_masks_free_text(ledger: Ledger) -> None:

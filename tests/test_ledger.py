@@ -19,20 +19,13 @@ from sqlalchemy.exc import DBAPIError
 import saga
 from saga import Ledger, PayloadKeyError, PayloadKeys, StepAlreadyCompensated, make_engine
 from saga._ledger_schema import Base
-from tests.pgdb import pg_database
+from tests.pgdb import ledger_on, pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with ledger_on(request.param, tmp_path, "saga_ledger") as ledger:
         yield ledger
-        ledger.close()
-        return
-    with pg_database("saga_ledger") as url:
-        ledger = Ledger(url)
-        yield ledger
-        ledger.close()
 
 
 async def test_concurrent_calls_each_get_their_own_answer(ledger: Ledger) -> None:

@@ -11,11 +11,10 @@ import os
 import sys
 from typing import NoReturn
 
-from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from saga._errors import PlanRejected, Refused, SagaError
-from saga._problems import model_problems
+from saga._errors import SagaError
+from saga._problems import problem_lines
 from saga._settings import Settings, load_settings
 from saga.cli._audited import audited, cmd_audit
 from saga.cli._commands import (
@@ -259,16 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return _reader_gone()
     except KeyboardInterrupt:
         return 130
-    except PlanRejected as exc:
-        return _say(*(f"plan rejected: {problem}" for problem in exc.problems))
-    except Refused as exc:
-        return _say(*exc.problems)
-    except ValidationError as exc:
-        return _say(*model_problems(exc.title, exc))
-    except (SagaError, ValueError) as exc:
-        return _say(" ".join(str(exc).splitlines()))
-    except RPCError as exc:
-        return _say(f"Temporal refused: {exc.message}")
+    except (SagaError, ValueError, RPCError) as exc:  # refusals, bad input, Temporal's no
+        return _say(*problem_lines(exc))
     except RuntimeError as exc:
         if settings is not None and "connect" in str(exc).lower():
             return _say(

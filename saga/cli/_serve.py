@@ -193,11 +193,11 @@ async def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """Over stdio until the client closes it; over HTTP until Ctrl-C / SIGTERM."""
     from saga.mcp._serving import operations, serve_stdio, serving_http
 
-    operations(settings)  # a catalog or policy that cannot load: one line, before serving
+    ops = operations(settings)  # a catalog or policy that cannot load: one line, first
     if not args.http:
         if args.token:
             raise UsageError("--token is for --http; over stdio the server runs as you")
-        await serve_stdio(settings)
+        await serve_stdio(ops)
         return 0
     from saga.web.app import operator_token
 
@@ -207,7 +207,7 @@ async def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--host/--port: {problem}")
 
     async def run(stop: asyncio.Event) -> None:
-        async with serving_http(settings, args.host, args.port, token) as url:
+        async with serving_http(ops, args.host, args.port, token) as url:
             err.print(f"saga mcp on {url} (Authorization: Bearer SAGA_WEB_TOKEN or a person's "
                       "token); Ctrl-C stops it")  # fmt: skip
             await stop.wait()

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from saga._catalog import ActionKind, ActionSpec, Delivery
 from saga._listing import WORLD
 from saga._models import CompensationStatus, SagaStatus, StepStatus
-from saga._outcome import outcome
 from saga._summary import money_text
 from saga.web._service import SagaView
 
@@ -118,7 +117,7 @@ def saga_answer(view: SagaView, page: str) -> SagaAnswer:
         waiting = "approval"
     elif not view.closed and state.status is SagaStatus.NEEDS_ATTENTION:
         waiting = "operator"
-    line = view.outcome or outcome(state, view.execution, view.cancel_requested)
+    line = view.outcome  # saga._outcome's line, computed with the view
     if waiting == "approval":
         line = (
             f"waiting for a person to approve the plan (hash {state.plan_hash}) at {page}; "

@@ -21,7 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from saga._audit import AuditEntry
 from saga._catalog import catalog
 from saga._client import check_start, connect_client, start_saga
-from saga._errors import PlanRejected, Refused, SagaError
+from saga._errors import PlanRejected, Refused
 from saga._ledger_schema import utcnow
 from saga._limits import check_saga_input
 from saga._models import SagaInput, SagaMode, SagaStatus
@@ -264,15 +264,4 @@ class Operations:
             outcome="done",
             detail=detail,
         )
-        try:
-            result = await run
-        except SagaError as exc:
-            entry.outcome = f"refused: {exc}"
-            await self._decisions.note(entry)
-            raise
-        except Exception as exc:
-            entry.outcome = f"failed: {exc}"
-            await self._decisions.note(entry)
-            raise
-        await self._decisions.note(entry)
-        return result
+        return await self._decisions.recorded(entry, run)

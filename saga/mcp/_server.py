@@ -28,9 +28,9 @@ from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnno
 from pydantic import Field, ValidationError
 from temporalio.service import RPCError
 
-from saga._errors import PlanRejected, SagaError
+from saga._errors import SagaError
 from saga._models import SagaMode
-from saga._problems import model_problems
+from saga._problems import problem_lines
 from saga.mcp._answers import ActionInfo, PlanCheck, SagaAnswer, Started
 from saga.mcp._operations import Caller, Operations, ToolRefused
 from saga.mcp._watch import Watch
@@ -54,19 +54,6 @@ the user the link; there is no tool to approve it. Each saga is also the resourc
 saga://ID, which changes as it runs."""
 
 
-def _problem_lines(exc: BaseException) -> list[str]:
-    if isinstance(exc, PlanRejected):
-        return [f"plan rejected: {p}" for p in exc.problems]
-    problems = getattr(exc, "problems", None)
-    if isinstance(problems, list) and problems:
-        return [str(p) for p in problems]
-    if isinstance(exc, ValidationError):
-        return model_problems(exc.title, exc)
-    if isinstance(exc, RPCError):
-        return [f"Temporal refused: {exc.message}"]
-    return [" ".join(str(exc).splitlines())]
-
-
 def refused(lines: list[str]) -> CallToolResult:
     """A tool result saying, one line per problem, why nothing happened."""
     return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], is_error=True)
@@ -81,8 +68,8 @@ def _answering(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def tool(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
-        except (SagaError, ValidationError, ValueError, RPCError) as exc:
-            return cast(T, refused(_problem_lines(exc)))
+        except (SagaError, ValueError, RPCError) as exc:  # refusals, bad input
+            return cast(T, refused(problem_lines(exc)))
         except Exception as exc:
             log.exception("tool %s failed", fn.__name__)
             return cast(T, refused([f"failed: {' '.join(str(exc).splitlines())}"]))

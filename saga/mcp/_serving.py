@@ -18,8 +18,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from saga._audit import AuditEntry, cli_identity
-from saga._ledger_schema import utcnow
+from saga._audit import cli_identity
 from saga._people import Person, Role
 from saga._settings import Settings
 from saga.cli._loading import load_catalog, load_policy
@@ -44,8 +43,8 @@ def local_caller() -> Caller:
     return Caller(Person(name=cli_identity(), role=Role.ADMIN))
 
 
-async def serve_stdio(settings: Settings, *, poll_seconds: float = 1.0) -> None:
-    server = create_server(operations(settings), local_caller(), poll_seconds=poll_seconds)
+async def serve_stdio(ops: Operations, *, poll_seconds: float = 1.0) -> None:
+    server = create_server(ops, local_caller(), poll_seconds=poll_seconds)
     await server.run_stdio_async()
 
 
@@ -80,11 +79,7 @@ class TokenGate:
 
     async def _refused(self, scope: Scope) -> None:
         client = (scope.get("client") or ("?",))[0]
-        entry = AuditEntry(
-            at=utcnow(), who=f"unknown ({client})", via="mcp", action="login",
-            outcome="refused: not a valid token",
-        )  # fmt: skip
-        await self.decisions.note(entry)
+        await self.decisions.refused_login(client, "mcp")
         await self.brake.failed(client)
 
 
@@ -118,14 +113,13 @@ def http_app(
 
 @contextlib.asynccontextmanager
 async def serving_http(
-    settings: Settings, host: str, port: int, token: str, *, poll_seconds: float = 1.0
+    ops: Operations, host: str, port: int, token: str, *, poll_seconds: float = 1.0
 ) -> AsyncIterator[str]:
     """Serve over HTTP until the block ends; yields the endpoint's URL."""
     import asyncio
 
     import uvicorn
 
-    ops = operations(settings)
     server = create_server(ops, None, poll_seconds=poll_seconds)
     app = http_app(server, ops, token, host=host)
     web = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

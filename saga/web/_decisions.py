@@ -60,6 +60,14 @@ class Decisions:
     async def of(self, saga_id: str) -> list[AuditEntry]:
         return await asyncio.to_thread(trail, await self._open(), saga_id=saga_id)
 
+    async def refused_login(self, client: str, via: str) -> None:
+        """Record a wrong token from ``client`` (its address) on ``via`` (web, api, mcp)."""
+        entry = AuditEntry(
+            at=utcnow(), who=f"unknown ({client})", via=via, action="login",
+            outcome="refused: not a valid token",
+        )  # fmt: skip
+        await self.note(entry)
+
     async def decide(
         self,
         request: Request,
@@ -71,8 +79,7 @@ class Decisions:
         detail: str | None = None,
         outcome: Callable[[T], str] | None = None,
     ) -> T:
-        """Run one decision and record it: done (or what ``outcome`` says of the result),
-        or refused / failed and why."""
+        """Run one decision of a web request and record it under its login's identity."""
         via = "web" if getattr(request.state, "auth", None) == "cookie" else "api"
         person: Person | None = getattr(request.state, "person", None)
         entry = AuditEntry(
@@ -85,6 +92,13 @@ class Decisions:
             outcome="done",
             detail=detail,
         )
+        return await self.recorded(entry, run, outcome)
+
+    async def recorded(
+        self, entry: AuditEntry, run: Awaitable[T], outcome: Callable[[T], str] | None = None
+    ) -> T:
+        """Run one decision and record ``entry`` with how it turned out: done (or what
+        ``outcome`` says of the result), or refused / failed and why."""
         try:
             result = await run
         except HTTPException as exc:

@@ -27,7 +27,6 @@ from temporalio.service import RPCError
 
 from saga._audit import AuditEntry
 from saga._errors import SagaError
-from saga._ledger_schema import utcnow
 from saga._metrics import waiting_now
 from saga._people import Person
 from saga._settings import Settings
@@ -191,11 +190,7 @@ def create_app(
     async def refused_login(request: Request, via: str = "web") -> None:
         """A wrong token: recorded, and answered later the more this client guesses."""
         client = request.client.host if request.client else "?"
-        entry = AuditEntry(
-            at=utcnow(), who=f"unknown ({client})", via=via, action="login",
-            outcome="refused: not a valid token",
-        )  # fmt: skip
-        await decisions.note(entry)
+        await decisions.refused_login(client, via)
         await brake.failed(client)
 
     @app.get("/login", include_in_schema=False)

@@ -21,11 +21,21 @@ from temporalio.client import Client
 
 from activities.inventory import ProductInfo, make_engine, seed_products, stock_of
 from saga import free_port
+from saga._audit import AuditEntry, trail
+from saga._ledger import Ledger
 from saga.dev._localstripe import published_url
 from tests.conftest import eventually
 
 ROOT = Path(__file__).parent.parent.parent
 STRIPE_KEY = "sk_test_local"
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without its saga and model settings, but with the session's
+    payload keys (every process of the session encrypts with them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "OPENAI_"))}
+    env["SAGA_PAYLOAD_KEYS"] = os.environ["SAGA_PAYLOAD_KEYS"]
+    return env
 
 
 @dataclass
@@ -41,9 +51,8 @@ class Dev:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a `saga` command next to this stack (as `saga dev` prints)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "OPENAI_"))}
+        env = _clean_env()
         env.update(
-            SAGA_PAYLOAD_KEYS=os.environ["SAGA_PAYLOAD_KEYS"],
             SAGA_TEMPORAL_ADDRESS=self.address,
             SAGA_DATA_DIR=str(self.data_dir),
             SAGA_TASK_QUEUE=self.task_queue,
@@ -74,6 +83,14 @@ class Dev:
     async def refunds(self, intent_id: str) -> list[stripe.Refund]:
         page = await self.stripe.v1.refunds.list_async({"payment_intent": intent_id})
         return list(page.data)
+
+    def trail(self, saga_id: str | None = None) -> list[AuditEntry]:
+        """The audit trail in the stack's ledger: of one saga, or all of it."""
+        ledger = Ledger(f"sqlite:///{self.data_dir / 'ledger.db'}")
+        try:
+            return trail(ledger, saga_id=saga_id, limit=10_000)
+        finally:
+            ledger.close()
 
     async def payment_intents(self) -> int:
         page = await self.stripe.v1.payment_intents.list_async({"limit": 100})
@@ -113,9 +130,8 @@ def dev_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     data = tmp_path_factory.mktemp("mcp-dev")
     port = free_port()
     queue = f"mcp-{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "OPENAI_"))}
+    env = _clean_env()
     env.update(
-        SAGA_PAYLOAD_KEYS=os.environ["SAGA_PAYLOAD_KEYS"],
         SAGA_DATA_DIR=str(data),
         SAGA_TASK_QUEUE=queue,
         SAGA_SMTP_PORT=str(free_port()),

@@ -20,8 +20,6 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from saga import free_port
-from saga._audit import trail
-from saga._ledger import Ledger
 from tests.conftest import unique
 from tests.mcp import answer, text
 from tests.mcp.conftest import ROOT, Dev, order_plan
@@ -105,13 +103,7 @@ async def test_a_missing_or_wrong_token_is_refused(dev: Dev, http: Http) -> None
     assert bare.json()["error"]["message"].startswith("a token is required")
     assert await _refused(http.url, None) == ("a token is required: Authorization: Bearer <token>")
     assert await _refused(http.url, "saga_not-a-token") == "that token is not valid"
-    ledger = Ledger(f"sqlite:///{dev.data_dir / 'ledger.db'}")
-    try:
-        refusals = [
-            e for e in trail(ledger, limit=10_000) if e.action == "login" and e.via == "mcp"
-        ]
-    finally:
-        ledger.close()
+    refusals = [e for e in dev.trail() if e.action == "login" and e.via == "mcp"]
     assert refusals and refusals[-1].outcome == "refused: not a valid token"
 
 
@@ -142,11 +134,7 @@ async def test_each_token_acts_with_its_persons_role(dev: Dev, http: Http) -> No
     assert intent.status == "succeeded"
     assert dev.stock(sku) == 3
     assert await dev.charges(refused_id) == []
-    ledger = Ledger(f"sqlite:///{dev.data_dir / 'ledger.db'}")
-    try:
-        [refused] = trail(ledger, saga_id=refused_id)
-        [started] = trail(ledger, saga_id=saga_id)
-    finally:
-        ledger.close()
+    [refused] = dev.trail(refused_id)
+    [started] = dev.trail(saga_id)
     assert refused.who.startswith("bo-") and refused.outcome.startswith("refused: forbidden")
     assert (started.who[:4], started.via, started.outcome) == ("ops-", "mcp", "done")

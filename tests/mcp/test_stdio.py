@@ -13,8 +13,6 @@ import anyio
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 
-from saga._audit import trail
-from saga._ledger import Ledger
 from tests.conftest import eventually, unique
 from tests.mcp import answer, over_stdio, text
 from tests.mcp.conftest import ROOT, Dev, order_plan
@@ -84,11 +82,7 @@ async def test_a_bad_plan_is_refused_line_by_line_with_no_effect(dev: Dev) -> No
     assert await dev.payment_intents() == intents_before
     assert dev.stock(sku) == 5
     # The refusal is in the audit trail, under the local user, via mcp.
-    ledger = Ledger(f"sqlite:///{dev.data_dir / 'ledger.db'}")
-    try:
-        [entry] = trail(ledger, saga_id=saga_id)
-    finally:
-        ledger.close()
+    [entry] = dev.trail(saga_id)
     assert (entry.action, entry.via) == ("start", "mcp")
     assert entry.outcome.startswith("refused: step 'charge'")
 
